@@ -1,0 +1,78 @@
+//! Content identifiers: a blob's id is the BLAKE3 hash of its plaintext (keyed with the
+//! repository's id key when the repository is encrypted), packs and index files are named by
+//! the BLAKE3 hash of their stored bytes.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A 32-byte BLAKE3 digest naming a blob, a pack, an index file or an archive file.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ChunkId(pub [u8; 32]);
+
+/// Packs, index files and archive files are named the same way as blobs.
+pub type ObjectId = ChunkId;
+
+impl ChunkId {
+    pub fn of(data: &[u8]) -> Self {
+        ChunkId(*blake3::hash(data).as_bytes())
+    }
+
+    pub fn keyed(key: &[u8; 32], data: &[u8]) -> Self {
+        ChunkId(*blake3::keyed_hash(key, data).as_bytes())
+    }
+
+    pub fn to_hex(&self) -> String {
+        let mut s = String::with_capacity(64);
+        for b in self.0 {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s
+    }
+
+    /// Parses 64 lowercase or uppercase hex digits; anything else is `None`.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let bytes = s.as_bytes();
+        if bytes.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in bytes.chunks_exact(2).enumerate() {
+            let hi = (pair[0] as char).to_digit(16)?;
+            let lo = (pair[1] as char).to_digit(16)?;
+            out[i] = (hi * 16 + lo) as u8;
+        }
+        Some(ChunkId(out))
+    }
+}
+
+impl fmt::Debug for ChunkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChunkId({})", &self.to_hex()[..16])
+    }
+}
+
+impl fmt::Display for ChunkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn hex_round_trip(bytes in any::<[u8; 32]>()) {
+            let id = ChunkId(bytes);
+            prop_assert_eq!(ChunkId::from_hex(&id.to_hex()), Some(id));
+        }
+    }
+
+    #[test]
+    fn rejects_bad_hex() {
+        assert_eq!(ChunkId::from_hex("zz"), None);
+        assert_eq!(ChunkId::from_hex(&"g".repeat(64)), None);
+    }
+}
