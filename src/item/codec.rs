@@ -109,12 +109,16 @@ pub(crate) mod tests {
             Just(Kind::File),
             Just(Kind::Dir),
             Just(Kind::Fifo),
-            proptest::collection::vec(any::<u8>(), 1..300).prop_map(|t| Kind::Symlink { target: t }),
-            proptest::collection::vec(any::<u8>(), 1..300).prop_map(|t| Kind::Hardlink { target: t }),
+            proptest::collection::vec(any::<u8>(), 1..300)
+                .prop_map(|t| Kind::Symlink { target: t }),
+            proptest::collection::vec(any::<u8>(), 1..300)
+                .prop_map(|t| Kind::Hardlink { target: t }),
             (any::<u32>(), any::<u32>()).prop_map(|(a, b)| Kind::CharDevice { major: a, minor: b }),
-            (any::<u32>(), any::<u32>()).prop_map(|(a, b)| Kind::BlockDevice { major: a, minor: b }),
+            (any::<u32>(), any::<u32>())
+                .prop_map(|(a, b)| Kind::BlockDevice { major: a, minor: b }),
         ];
-        let ts = (any::<i64>(), 0u32..1_000_000_000).prop_map(|(s, n)| Timestamp { secs: s, nanos: n });
+        let ts =
+            (any::<i64>(), 0u32..1_000_000_000).prop_map(|(s, n)| Timestamp { secs: s, nanos: n });
         let acl = proptest::collection::vec(
             (0u8..6, any::<u32>(), 0u8..8).prop_map(|(t, id, perm)| AclEntry {
                 tag: match t {
@@ -136,7 +140,10 @@ pub(crate) mod tests {
             (ts.clone(), ts.clone(), ts),
             any::<u64>(),
             proptest::collection::vec(
-                (proptest::collection::vec(any::<u8>(), 1..40), proptest::collection::vec(any::<u8>(), 0..100))
+                (
+                    proptest::collection::vec(any::<u8>(), 1..40),
+                    proptest::collection::vec(any::<u8>(), 0..100),
+                )
                     .prop_map(|(name, value)| Xattr { name, value }),
                 0..4,
             ),
@@ -146,26 +153,41 @@ pub(crate) mod tests {
                 0..5,
             )),
             proptest::collection::vec(
-                (any::<[u8; 32]>(), any::<u32>()).prop_map(|(id, len)| ChunkRef { id: ChunkId(id), len }),
+                (any::<[u8; 32]>(), any::<u32>()).prop_map(|(id, len)| ChunkRef {
+                    id: ChunkId(id),
+                    len,
+                }),
                 0..5,
             ),
         )
-            .prop_map(|(path, kind, (mode, uid, gid), (mtime, atime, ctime), size, xattrs, (aa, ad), sparse, chunks)| Item {
-                path,
-                kind,
-                mode,
-                uid,
-                gid,
-                mtime,
-                atime,
-                ctime,
-                size,
-                xattrs,
-                acl_access: aa,
-                acl_default: ad,
-                sparse,
-                chunks,
-            })
+            .prop_map(
+                |(
+                    path,
+                    kind,
+                    (mode, uid, gid),
+                    (mtime, atime, ctime),
+                    size,
+                    xattrs,
+                    (aa, ad),
+                    sparse,
+                    chunks,
+                )| Item {
+                    path,
+                    kind,
+                    mode,
+                    uid,
+                    gid,
+                    mtime,
+                    atime,
+                    ctime,
+                    size,
+                    xattrs,
+                    acl_access: aa,
+                    acl_default: ad,
+                    sparse,
+                    chunks,
+                },
+            )
     }
 
     proptest! {
@@ -202,7 +224,13 @@ pub(crate) mod tests {
 
     #[test]
     fn rejects_foreign_header() {
-        assert!(matches!(check_header(b"PXIS\x02"), Err(CodecError::Version(2))));
-        assert!(matches!(check_header(b"XXXX\x01"), Err(CodecError::BadMagic)));
+        assert!(matches!(
+            check_header(b"PXIS\x02"),
+            Err(CodecError::Version(2))
+        ));
+        assert!(matches!(
+            check_header(b"XXXX\x01"),
+            Err(CodecError::BadMagic)
+        ));
     }
 }

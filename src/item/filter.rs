@@ -70,7 +70,10 @@ mod tests {
 
     #[test]
     fn includes_are_subtrees() {
-        let s = Selection { includes: vec![Selection::normalize("./etc/")], ..Default::default() };
+        let s = Selection {
+            includes: vec![Selection::normalize("./etc/")],
+            ..Default::default()
+        };
         assert!(s.selects(b"etc"));
         assert!(s.selects(b"etc/passwd"));
         assert!(!s.selects(b"etcetera"));
@@ -79,7 +82,10 @@ mod tests {
 
     #[test]
     fn strip_components_like_tar() {
-        let s = Selection { strip_components: 1, ..Default::default() };
+        let s = Selection {
+            strip_components: 1,
+            ..Default::default()
+        };
         assert_eq!(s.output_path(b"a/b/c"), Some(b"b/c".to_vec()));
         assert_eq!(s.output_path(b"a"), None);
         assert_eq!(s.output_path(b""), None);
@@ -87,7 +93,10 @@ mod tests {
 
     #[test]
     fn excludes_apply() {
-        let s = Selection { excludes: vec![Pattern::new("/dev/*")], ..Default::default() };
+        let s = Selection {
+            excludes: vec![Pattern::new("/dev/*")],
+            ..Default::default()
+        };
         assert!(!s.selects(b"dev/null"));
         assert!(s.selects(b"dev"));
     }

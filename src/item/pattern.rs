@@ -33,7 +33,11 @@ impl Pattern {
         while glob.len() > 1 && glob.ends_with(b"/") {
             glob.pop();
         }
-        Pattern { anchored, glob, text: text.to_string() }
+        Pattern {
+            anchored,
+            glob,
+            text: text.to_string(),
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -43,7 +47,10 @@ impl Pattern {
     /// Does the pattern exclude `path` (itself, or as a directory it lies under)?
     pub fn matches(&self, path: &[u8]) -> bool {
         let starts = std::iter::once(0).chain(
-            path.iter().enumerate().filter(|(_, &b)| b == b'/').map(|(i, _)| i + 1),
+            path.iter()
+                .enumerate()
+                .filter(|(_, &b)| b == b'/')
+                .map(|(i, _)| i + 1),
         );
         let ends: Vec<usize> = path
             .iter()

@@ -1,1 +1,211 @@
-//! (filled in with the repository engine)
+//! Item streams on top of blobs: the encoded records (see `codec`) are cut with a small
+//! content-defined chunker into metadata blobs, so archives of similar trees share most of
+//! their metadata and a huge tree never needs its whole listing in memory.
+//!
+//! This module does no I/O itself: the writer hands finished blobs to a `put` closure and the
+//! reader asks a `get` closure for blobs by id.
+
+use super::codec::{self, CodecError};
+use super::Item;
+use crate::repo::chunker::Chunker;
+use crate::repo::{ChunkId, RepoError};
+
+pub struct ItemStreamWriter {
+    chunker: Chunker,
+    buf: Vec<u8>,
+    blobs: Vec<ChunkId>,
+    count: u64,
+}
+
+impl ItemStreamWriter {
+    pub fn new(chunker: Chunker) -> Self {
+        ItemStreamWriter {
+            chunker,
+            buf: codec::header(),
+            blobs: Vec::new(),
+            count: 0,
+        }
+    }
+
+    pub fn push<F>(&mut self, item: &Item, put: &mut F) -> Result<(), RepoError>
+    where
+        F: FnMut(Vec<u8>) -> Result<ChunkId, RepoError>,
+    {
+        codec::encode_record(item, &mut self.buf).map_err(|e| RepoError::Invalid(e.to_string()))?;
+        self.count += 1;
+        // Cut only once there is room for several maximal chunks: every cut but the last is
+        // final (it does not depend on bytes that have not arrived yet).
+        if self.buf.len() >= 4 * self.chunker.params.max as usize {
+            self.emit(false, put)?;
+        }
+        Ok(())
+    }
+
+    /// Returns the stream's blob ids and its item count.
+    pub fn finish<F>(mut self, put: &mut F) -> Result<(Vec<ChunkId>, u64), RepoError>
+    where
+        F: FnMut(Vec<u8>) -> Result<ChunkId, RepoError>,
+    {
+        self.emit(true, put)?;
+        Ok((self.blobs, self.count))
+    }
+
+    fn emit<F>(&mut self, all: bool, put: &mut F) -> Result<(), RepoError>
+    where
+        F: FnMut(Vec<u8>) -> Result<ChunkId, RepoError>,
+    {
+        let cuts = self.chunker.cuts(&self.buf);
+        let keep = if all {
+            cuts.len()
+        } else {
+            cuts.len().saturating_sub(1)
+        };
+        let mut start = 0;
+        for &end in &cuts[..keep] {
+            self.blobs.push(put(self.buf[start..end].to_vec())?);
+            start = end;
+        }
+        self.buf.drain(..start);
+        Ok(())
+    }
+}
+
+/// Iterates the items of a stream, fetching its blobs one at a time.
+pub struct ItemStreamReader<G> {
+    get: G,
+    blobs: std::vec::IntoIter<ChunkId>,
+    buf: Vec<u8>,
+    pos: usize,
+    header_checked: bool,
+    failed: bool,
+}
+
+impl<G> ItemStreamReader<G>
+where
+    G: FnMut(&ChunkId) -> Result<Vec<u8>, RepoError>,
+{
+    pub fn new(blobs: Vec<ChunkId>, get: G) -> Self {
+        ItemStreamReader {
+            get,
+            blobs: blobs.into_iter(),
+            buf: Vec::new(),
+            pos: 0,
+            header_checked: false,
+            failed: false,
+        }
+    }
+
+    fn next_item(&mut self) -> Result<Option<Item>, RepoError> {
+        let corrupt = |e: CodecError| RepoError::corrupt("item stream", e.to_string());
+        loop {
+            if !self.header_checked && self.buf.len() >= 5 {
+                codec::check_header(&self.buf).map_err(corrupt)?;
+                self.pos = 5;
+                self.header_checked = true;
+            }
+            if self.header_checked {
+                if let Some((item, used)) =
+                    codec::decode_record(&self.buf[self.pos..]).map_err(corrupt)?
+                {
+                    self.pos += used;
+                    return Ok(Some(item));
+                }
+            }
+            match self.blobs.next() {
+                Some(id) => {
+                    let bytes = (self.get)(&id)?;
+                    self.buf.drain(..self.pos);
+                    self.pos = 0;
+                    self.buf.extend_from_slice(&bytes);
+                }
+                None if self.buf.len() == self.pos && self.header_checked => return Ok(None),
+                None if self.buf.is_empty() && !self.header_checked => return Ok(None),
+                None => return Err(RepoError::corrupt("item stream", "ends inside a record")),
+            }
+        }
+    }
+}
+
+impl<G> Iterator for ItemStreamReader<G>
+where
+    G: FnMut(&ChunkId) -> Result<Vec<u8>, RepoError>,
+{
+    type Item = Result<Item, RepoError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let r = self.next_item().transpose();
+        if matches!(r, Some(Err(_))) {
+            self.failed = true;
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::item::codec::tests::arb_item;
+    use crate::repo::config::ChunkerParams;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    fn roundtrip(items: &[Item]) -> (Vec<Item>, usize) {
+        let mut store: HashMap<ChunkId, Vec<u8>> = HashMap::new();
+        let small = ChunkerParams {
+            min: 64,
+            avg: 256,
+            max: 1024,
+        };
+        let mut w = ItemStreamWriter::new(Chunker::new(small, 1));
+        let mut put = |b: Vec<u8>| {
+            let id = ChunkId::of(&b);
+            store.insert(id, b);
+            Ok(id)
+        };
+        for it in items {
+            w.push(it, &mut put).unwrap();
+        }
+        let (ids, count) = w.finish(&mut put).unwrap();
+        assert_eq!(count as usize, items.len());
+        let n = ids.len();
+        let r = ItemStreamReader::new(ids, |id: &ChunkId| Ok(store[id].clone()));
+        (r.map(|i| i.unwrap()).collect(), n)
+    }
+
+    proptest! {
+        #[test]
+        fn stream_round_trip(items in proptest::collection::vec(arb_item(), 0..40)) {
+            let (got, _) = roundtrip(&items);
+            prop_assert_eq!(got, items);
+        }
+    }
+
+    #[test]
+    fn big_streams_span_many_blobs() {
+        let items: Vec<Item> = (0..2000)
+            .map(|i| Item::new(format!("dir/file-{i}"), crate::item::Kind::File))
+            .collect();
+        let (got, blobs) = roundtrip(&items);
+        assert_eq!(got, items);
+        assert!(blobs > 10);
+    }
+
+    #[test]
+    fn truncated_stream_is_corruption() {
+        let mut w = ItemStreamWriter::new(Chunker::new(ChunkerParams::METADATA, 0));
+        let mut store = Vec::new();
+        let mut put = |b: Vec<u8>| {
+            store.push(b[..b.len() - 1].to_vec());
+            Ok(ChunkId([0; 32]))
+        };
+        w.push(&Item::new("a", crate::item::Kind::Dir), &mut put)
+            .unwrap();
+        let (ids, _) = w.finish(&mut put).unwrap();
+        let mut r = ItemStreamReader::new(ids, |_: &ChunkId| Ok(store[0].clone()));
+        assert!(r.next().unwrap().unwrap_err().is_corruption());
+        assert!(r.next().is_none());
+    }
+}

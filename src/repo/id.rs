@@ -2,12 +2,35 @@
 //! repository's id key when the repository is encrypted), packs and index files are named by
 //! the BLAKE3 hash of their stored bytes.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
 /// A 32-byte BLAKE3 digest naming a blob, a pack, an index file or an archive file.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// Serialized as 32 raw bytes in binary formats and as 64 hex digits in JSON.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ChunkId(pub [u8; 32]);
+
+impl Serialize for ChunkId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(&self.to_hex())
+        } else {
+            self.0.serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ChunkId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let s = String::deserialize(d)?;
+            ChunkId::from_hex(&s)
+                .ok_or_else(|| serde::de::Error::custom(format!("invalid id {s:?}")))
+        } else {
+            <[u8; 32]>::deserialize(d).map(ChunkId)
+        }
+    }
+}
 
 /// Packs, index files and archive files are named the same way as blobs.
 pub type ObjectId = ChunkId;

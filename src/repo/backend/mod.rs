@@ -1,0 +1,29 @@
+//! Storage backends: a dumb keyed store of immutable objects. Keys are `/`-separated relative
+//! names (`config`, `data/ab/<id>`, `index/<id>`, `archives/<id>`, `locks/<id>`).
+//!
+//! The trait has no rename, append, atime or lock semantics so that object stores fit later.
+//! `put` is atomic (readers see the whole object or nothing) and never overwrites an existing
+//! key: content-addressed names make a second put of the same key a no-op for the caller.
+
+pub mod local;
+
+use super::error::Result;
+
+pub trait Backend: Send + Sync {
+    /// Stores `data` under `key` atomically and durably. Returns `Ok(false)` without writing if
+    /// the key already exists.
+    fn put(&self, key: &str, data: &[u8]) -> Result<bool>;
+    /// Stores `data` under `key`, replacing an existing object (only for mutable names such as
+    /// `config` and lock objects, never for content-addressed ones).
+    fn replace(&self, key: &str, data: &[u8]) -> Result<()>;
+    fn get(&self, key: &str) -> Result<Vec<u8>>;
+    fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
+    /// Size in bytes of an object.
+    fn size(&self, key: &str) -> Result<u64>;
+    /// Keys of every object under `prefix` (a directory like `index`), recursively, sorted.
+    fn list(&self, prefix: &str) -> Result<Vec<String>>;
+    fn delete(&self, key: &str) -> Result<()>;
+    fn exists(&self, key: &str) -> Result<bool>;
+    /// A human-readable location for messages.
+    fn location(&self) -> String;
+}

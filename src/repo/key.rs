@@ -1,0 +1,172 @@
+//! Keys. An encrypted repository has one random 32-byte master secret; every working key is
+//! derived from it with BLAKE3's KDF under its own context string, so no key is used for two
+//! purposes. The master secret is stored wrapped (XChaCha20-Poly1305) under a key-encryption key
+//! derived from the passphrase with Argon2id; `repokey` keeps the wrapped key in the repository
+//! config, `keyfile` keeps it in a file outside the repository.
+
+use super::error::{RepoError, Result};
+use chacha20poly1305::aead::Aead;
+use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
+
+/// The keys a repository session works with. Unencrypted repositories have none.
+#[derive(Clone)]
+pub struct Keys {
+    /// AEAD key for blobs and sealed objects.
+    pub enc: [u8; 32],
+    /// BLAKE3 key for blob ids.
+    pub id: [u8; 32],
+    /// Seed for the chunker's gear table, so chunk sizes do not fingerprint content.
+    pub cdc_seed: u64,
+}
+
+impl Drop for Keys {
+    fn drop(&mut self) {
+        self.enc.zeroize();
+        self.id.zeroize();
+        self.cdc_seed.zeroize();
+    }
+}
+
+impl Keys {
+    pub fn derive(master: &[u8; 32]) -> Self {
+        let seed = blake3::derive_key("proxborg 2026-11 cdc-seed v1", master);
+        Keys {
+            enc: blake3::derive_key("proxborg 2026-11 blob-enc v1", master),
+            id: blake3::derive_key("proxborg 2026-11 chunk-id v1", master),
+            cdc_seed: u64::from_le_bytes(seed[..8].try_into().expect("8 bytes")),
+        }
+    }
+}
+
+/// Argon2id parameters, stored with the wrapped key so they can be raised later.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KdfParams {
+    pub algorithm: String,
+    pub m_cost_kib: u32,
+    pub t_cost: u32,
+    pub p_cost: u32,
+    pub salt: String,
+}
+
+/// The master secret wrapped under a passphrase-derived key (JSON in the config or key file).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WrappedKey {
+    pub kdf: KdfParams,
+    /// hex(nonce ‖ ciphertext ‖ tag)
+    pub wrapped: String,
+}
+
+/// Argon2id cost for new keys: 64 MiB, 3 passes (OWASP's second recommended setting).
+/// Tests may lower it through `PROXBORG_TEST_FAST_KDF` so suites stay quick; never set it in use.
+fn default_kdf(salt: &[u8; 16]) -> KdfParams {
+    let fast = std::env::var_os("PROXBORG_TEST_FAST_KDF").is_some();
+    KdfParams {
+        algorithm: "argon2id".into(),
+        m_cost_kib: if fast { 64 } else { 64 * 1024 },
+        t_cost: if fast { 1 } else { 3 },
+        p_cost: 1,
+        salt: hex(salt),
+    }
+}
+
+pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b)
+        .map_err(|e| RepoError::Invalid(format!("no randomness from the OS: {e}")))?;
+    Ok(b)
+}
+
+fn kek(passphrase: &[u8], kdf: &KdfParams) -> Result<Zeroizing<[u8; 32]>> {
+    if kdf.algorithm != "argon2id" {
+        return Err(RepoError::Invalid(format!(
+            "unknown key derivation {:?}",
+            kdf.algorithm
+        )));
+    }
+    let salt = unhex(&kdf.salt).ok_or_else(|| RepoError::corrupt("key", "salt is not hex"))?;
+    let params = argon2::Params::new(kdf.m_cost_kib, kdf.t_cost, kdf.p_cost, Some(32))
+        .map_err(|e| RepoError::corrupt("key", format!("bad Argon2 parameters: {e}")))?;
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let mut out = Zeroizing::new([0u8; 32]);
+    argon
+        .hash_password_into(passphrase, &salt, out.as_mut())
+        .map_err(|e| RepoError::corrupt("key", format!("Argon2 failed: {e}")))?;
+    Ok(out)
+}
+
+pub fn wrap(master: &[u8; 32], passphrase: &[u8]) -> Result<WrappedKey> {
+    let kdf = default_kdf(&random_bytes::<16>()?);
+    let k = kek(passphrase, &kdf)?;
+    let nonce: [u8; 24] = random_bytes()?;
+    let cipher = XChaCha20Poly1305::new((&*k).into());
+    let ct = cipher
+        .encrypt(&XNonce::from(nonce), master.as_slice())
+        .map_err(|_| RepoError::Invalid("key wrapping failed".into()))?;
+    let mut blob = nonce.to_vec();
+    blob.extend_from_slice(&ct);
+    Ok(WrappedKey {
+        kdf,
+        wrapped: hex(&blob),
+    })
+}
+
+pub fn unwrap(w: &WrappedKey, passphrase: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+    let blob =
+        unhex(&w.wrapped).ok_or_else(|| RepoError::corrupt("key", "wrapped key is not hex"))?;
+    if blob.len() != 24 + 32 + 16 {
+        return Err(RepoError::corrupt(
+            "key",
+            "wrapped key has the wrong length",
+        ));
+    }
+    let k = kek(passphrase, &w.kdf)?;
+    let cipher = XChaCha20Poly1305::new((&*k).into());
+    let nonce = XNonce::try_from(&blob[..24]).expect("24 bytes");
+    let plain = Zeroizing::new(
+        cipher
+            .decrypt(&nonce, &blob[24..])
+            .map_err(|_| RepoError::WrongPassphrase)?,
+    );
+    let mut master = Zeroizing::new([0u8; 32]);
+    master.copy_from_slice(&plain);
+    Ok(master)
+}
+
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrap_unwrap_and_wrong_passphrase() {
+        std::env::set_var("PROXBORG_TEST_FAST_KDF", "1");
+        let master = [7u8; 32];
+        let w = wrap(&master, b"secret").unwrap();
+        assert_eq!(*unwrap(&w, b"secret").unwrap(), master);
+        assert!(matches!(
+            unwrap(&w, b"wrong"),
+            Err(RepoError::WrongPassphrase)
+        ));
+    }
+
+    #[test]
+    fn derived_keys_differ() {
+        let k = Keys::derive(&[1u8; 32]);
+        assert_ne!(k.enc, k.id);
+    }
+}

@@ -1,0 +1,155 @@
+//! Pack files: many stored blobs followed by a sealed header that lists them.
+//!
+//! ```text
+//! pack   = blob* ‖ sealed("PXPH", v1, postcard(Vec<PackEntry>)) ‖ header_len u32 LE
+//! ```
+//! A pack is named by the BLAKE3 hash of all its bytes (`data/<first 2 hex>/<hex>`), so a full
+//! read verifies it. Content blobs and metadata blobs go to different packs. Pure format code.
+
+use super::crypto::Crypto;
+use super::error::{RepoError, Result};
+use super::id::ChunkId;
+use serde::{Deserialize, Serialize};
+
+pub const HEADER_MAGIC: &[u8; 4] = b"PXPH";
+pub const HEADER_VERSION: u8 = 1;
+/// A pack is closed once it holds this many bytes.
+pub const TARGET_SIZE: usize = 16 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BlobKind {
+    Data,
+    Meta,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackEntry {
+    pub id: ChunkId,
+    pub kind: BlobKind,
+    pub offset: u32,
+    pub length: u32,
+    pub raw_len: u32,
+}
+
+pub fn pack_key(id: &ChunkId) -> String {
+    let hex = id.to_hex();
+    format!("data/{}/{}", &hex[..2], hex)
+}
+
+pub fn pack_id_from_key(key: &str) -> Option<ChunkId> {
+    ChunkId::from_hex(key.rsplit('/').next()?)
+}
+
+/// Accumulates blobs for one pack in memory (packs are small enough).
+#[derive(Default)]
+pub struct PackBuilder {
+    buf: Vec<u8>,
+    entries: Vec<PackEntry>,
+}
+
+impl PackBuilder {
+    pub fn add(&mut self, id: ChunkId, kind: BlobKind, stored: &[u8], raw_len: u32) {
+        self.entries.push(PackEntry {
+            id,
+            kind,
+            offset: self.buf.len() as u32,
+            length: stored.len() as u32,
+            raw_len,
+        });
+        self.buf.extend_from_slice(stored);
+    }
+
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Finishes the pack: returns its id, bytes and entries.
+    pub fn finish(mut self, crypto: &Crypto) -> Result<(ChunkId, Vec<u8>, Vec<PackEntry>)> {
+        let body =
+            postcard::to_allocvec(&self.entries).map_err(|e| RepoError::Invalid(e.to_string()))?;
+        let header = crypto.seal(HEADER_MAGIC, HEADER_VERSION, &body)?;
+        self.buf.extend_from_slice(&header);
+        self.buf
+            .extend_from_slice(&(header.len() as u32).to_le_bytes());
+        let id = ChunkId::of(&self.buf);
+        Ok((id, self.buf, self.entries))
+    }
+}
+
+/// Where the header sits, from the last 4 bytes of a pack of `pack_len` bytes.
+pub fn header_range(pack_len: u64, trailer: &[u8]) -> Result<(u64, usize)> {
+    let len = u32::from_le_bytes(
+        trailer
+            .try_into()
+            .map_err(|_| RepoError::corrupt("pack", "no trailer"))?,
+    ) as u64;
+    if len + 4 > pack_len {
+        return Err(RepoError::corrupt(
+            "pack",
+            format!("header length {len} exceeds the pack size {pack_len}"),
+        ));
+    }
+    Ok((pack_len - 4 - len, len as usize))
+}
+
+/// Decodes a pack header and checks that every entry lies inside the blob area.
+pub fn decode_header(
+    crypto: &Crypto,
+    sealed: &[u8],
+    header_offset: u64,
+    what: &str,
+) -> Result<Vec<PackEntry>> {
+    let (version, body) = crypto.unseal(HEADER_MAGIC, sealed, what)?;
+    if version != HEADER_VERSION {
+        return Err(RepoError::corrupt(
+            what,
+            format!("unsupported pack header version {version}"),
+        ));
+    }
+    let entries: Vec<PackEntry> = postcard::from_bytes(&body)
+        .map_err(|e| RepoError::corrupt(what, format!("header: {e}")))?;
+    for e in &entries {
+        if e.offset as u64 + e.length as u64 > header_offset {
+            return Err(RepoError::corrupt(
+                what,
+                format!("blob {} lies outside the pack", e.id),
+            ));
+        }
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::key::Keys;
+
+    #[test]
+    fn header_round_trip_and_bounds() {
+        for crypto in [Crypto::plain(), Crypto::encrypted(Keys::derive(&[1; 32]))] {
+            let mut b = PackBuilder::default();
+            b.add(ChunkId([1; 32]), BlobKind::Data, b"abc", 3);
+            b.add(ChunkId([2; 32]), BlobKind::Meta, b"defg", 9);
+            let (id, bytes, entries) = b.finish(&crypto).unwrap();
+            assert_eq!(id, ChunkId::of(&bytes));
+            let (off, len) = header_range(bytes.len() as u64, &bytes[bytes.len() - 4..]).unwrap();
+            assert_eq!(off, 7);
+            let got =
+                decode_header(&crypto, &bytes[off as usize..off as usize + len], off, "p").unwrap();
+            assert_eq!(got, entries);
+            assert_eq!(&bytes[got[1].offset as usize..][..4], b"defg");
+            assert!(header_range(3, &[9, 9, 9, 9]).is_err());
+        }
+    }
+
+    #[test]
+    fn keys_shard_by_prefix() {
+        let id = ChunkId([0xab; 32]);
+        assert!(pack_key(&id).starts_with("data/ab/abab"));
+        assert_eq!(pack_id_from_key(&pack_key(&id)), Some(id));
+    }
+}
