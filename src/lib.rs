@@ -8,9 +8,11 @@
 pub mod cli;
 pub mod export;
 pub mod host;
+pub mod ingest;
 pub mod item;
 pub mod plan;
 pub mod pve;
 pub mod repo;
+pub mod retrieve;
 pub mod tree;
 pub mod zfs;

@@ -1,1 +1,105 @@
-//! (placeholder: filled in by its own commit)
+//! The command line: clap definitions, one file per subcommand, and the one place where
+//! results become exit codes (0 fine, 1 finished with warnings, 2 errors) and errors become
+//! one line on stderr. Subcommands print data to stdout (`--json` where it is data) and
+//! messages to stderr; progress bars appear only on a terminal.
+
+mod access;
+mod check;
+mod create;
+mod create_tree;
+mod delete;
+mod extract;
+mod extract_tree;
+mod info;
+mod init;
+mod list;
+mod progress;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "proxborg",
+    version,
+    about = "Deduplicating, encrypted backups of Proxmox VE guests on ZFS",
+    long_about = None
+)]
+pub struct Cli {
+    #[command(flatten)]
+    global: Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct Global {
+    /// Repository directory
+    #[arg(long, global = true, env = "PROXBORG_REPO", value_name = "DIR")]
+    repo: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new repository
+    Init(init::Args),
+    /// Store a directory tree, a file, a block device or stdin as a new archive
+    Create(create::Args),
+    /// List archives, or the contents of one archive like `tar tv`
+    List(list::Args),
+    /// Sizes and counts of the repository or of one archive
+    Info(info::Args),
+    /// Restore an archive (or some of its paths) into a directory, or a file to stdout
+    Extract(extract::Args),
+    /// Verify the repository's structure and, with --verify-data, its contents
+    Check(check::Args),
+    /// Delete archives (their space is freed by a later compact)
+    Delete(delete::Args),
+}
+
+/// How a command that did not fail ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Warnings,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init(a) => init::run(&cli.global, a),
+        Command::Create(a) => create::run(&cli.global, a),
+        Command::List(a) => list::run(&cli.global, a),
+        Command::Info(a) => info::run(&cli.global, a),
+        Command::Extract(a) => extract::run(&cli.global, a),
+        Command::Check(a) => check::run(&cli.global, a),
+        Command::Delete(a) => delete::run(&cli.global, a),
+    };
+    match result {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::Warnings) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("proxborg: error: {}", one_line(&e));
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The error and its causes on one line, without repeating a cause the message already has.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out.replace('\n', " ")
+}
+
+/// Prints a warning line (the caller counts it).
+pub fn warn(msg: impl std::fmt::Display) {
+    eprintln!("proxborg: warning: {msg}");
+}

@@ -75,6 +75,16 @@ impl std::str::FromStr for EncryptionMode {
     }
 }
 
+impl std::fmt::Display for EncryptionMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EncryptionMode::None => "none",
+            EncryptionMode::Repokey => "repokey",
+            EncryptionMode::Keyfile => "keyfile",
+        })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepoConfig {
     pub format: u32,

@@ -41,6 +41,9 @@ use key::{Keys, WrappedKey};
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
+/// An archive file's id and its decoded manifest.
+pub type ArchiveEntry = (ObjectId, Manifest);
+
 /// Supplies secrets when (and only when) a repository needs them.
 pub trait Credentials {
     fn passphrase(&self) -> Result<Zeroizing<String>>;
@@ -59,6 +62,7 @@ pub struct Repository {
     config: RepoConfig,
     crypto: Crypto,
     index: Arc<Index>,
+    damaged_indexes: Vec<String>,
 }
 
 impl Repository {
@@ -103,6 +107,7 @@ impl Repository {
             config,
             crypto,
             index: Arc::new(Index::default()),
+            damaged_indexes: Vec::new(),
         };
         let keyfile = if opts.encryption == EncryptionMode::Keyfile {
             wrapped
@@ -140,6 +145,7 @@ impl Repository {
             config,
             crypto,
             index: Arc::new(Index::default()),
+            damaged_indexes: Vec::new(),
         };
         repo.reload_index()?;
         Ok(repo)
@@ -182,16 +188,32 @@ impl Repository {
 
     /// Loads every index file. A damaged index file is an error here; `check` reports it
     /// with the others instead.
+    /// Re-reads every index file. An index file that cannot be read or decoded is left out
+    /// and reported in `damaged_indexes` (`check` names it): its packs' blobs are then simply
+    /// unknown, so a backup stores them again and a read of them fails loudly.
     pub fn reload_index(&mut self) -> Result<()> {
         let mut files = Vec::new();
+        self.damaged_indexes.clear();
         for key in self.backend.list("index")? {
             let id = key.rsplit('/').next().and_then(ChunkId::from_hex);
             let Some(id) = id else { continue };
-            let bytes = self.backend.get(&key)?;
-            files.push((id, IndexFile::decode(&self.crypto, &bytes, &key)?));
+            match self
+                .backend
+                .get(&key)
+                .and_then(|bytes| IndexFile::decode(&self.crypto, &bytes, &key))
+            {
+                Ok(f) => files.push((id, f)),
+                Err(e) if e.is_corruption() => self.damaged_indexes.push(e.to_string()),
+                Err(e) => return Err(e),
+            }
         }
         self.index = Arc::new(Index::from_files(files));
         Ok(())
+    }
+
+    /// Index files skipped by the last `reload_index`, one message each.
+    pub fn damaged_indexes(&self) -> &[String] {
+        &self.damaged_indexes
     }
 
     pub fn writer(&self, compression: Option<Compression>) -> BlobWriter {
@@ -221,26 +243,36 @@ impl Repository {
         }
     }
 
-    /// Every archive, oldest first. A damaged archive file is an error; `check` lists it.
-    pub fn archives(&self) -> Result<Vec<(ObjectId, Manifest)>> {
+    /// Every readable archive, oldest first, and one message per archive file that cannot be
+    /// read or decoded (`check` reports those too).
+    pub fn archives(&self) -> Result<(Vec<ArchiveEntry>, Vec<String>)> {
         let mut out = Vec::new();
+        let mut damaged = Vec::new();
         for key in self.backend.list("archives")? {
             let Some(id) = key.rsplit('/').next().and_then(ChunkId::from_hex) else {
                 continue;
             };
-            let bytes = self.backend.get(&key)?;
-            out.push((id, Manifest::decode(&self.crypto, &bytes, &key)?));
+            match self
+                .backend
+                .get(&key)
+                .and_then(|bytes| Manifest::decode(&self.crypto, &bytes, &key))
+            {
+                Ok(m) => out.push((id, m)),
+                Err(e) if e.is_corruption() => damaged.push(e.to_string()),
+                Err(e) => return Err(e),
+            }
         }
         out.sort_by(|a, b| {
             a.1.start
                 .cmp(&b.1.start)
                 .then_with(|| a.1.name.cmp(&b.1.name))
         });
-        Ok(out)
+        Ok((out, damaged))
     }
 
     pub fn find_archive(&self, name: &str) -> Result<(ObjectId, Manifest)> {
         self.archives()?
+            .0
             .into_iter()
             .find(|(_, m)| m.name == name)
             .ok_or_else(|| RepoError::NotFound(format!("archive {name:?}")))

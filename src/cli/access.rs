@@ -1,0 +1,108 @@
+//! Opening the repository from the command line: where it is, and the secrets it needs.
+//! A passphrase comes from `PROXBORG_PASSPHRASE`, `PROXBORG_PASSPHRASE_FILE` or
+//! `PROXBORG_PASSPHRASE_COMMAND` (never from argv, so it never shows in `ps`); a `keyfile`
+//! repository's key lives at `PROXBORG_KEY_FILE` or `~/.config/proxborg/keys/<repo id>`.
+
+use super::Global;
+use crate::repo::backend::local::LocalDir;
+use crate::repo::key::WrappedKey;
+use crate::repo::{Credentials, RepoError, Repository};
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+pub struct EnvCredentials;
+
+impl Credentials for EnvCredentials {
+    fn passphrase(&self) -> Result<Zeroizing<String>, RepoError> {
+        passphrase_from_env().map_err(|e| RepoError::NeedPassphrase(format!("{e:#}")))
+    }
+
+    fn key_file(&self, repo_id: &str) -> Result<WrappedKey, RepoError> {
+        let path = key_file_path(repo_id);
+        let text = std::fs::read(&path).map_err(|e| {
+            RepoError::NeedPassphrase(format!(
+                "key file {} of this keyfile repository: {e}",
+                path.display()
+            ))
+        })?;
+        serde_json::from_slice(&text)
+            .map_err(|e| RepoError::Invalid(format!("key file {}: {e}", path.display())))
+    }
+}
+
+fn passphrase_from_env() -> Result<Zeroizing<String>> {
+    if let Ok(p) = std::env::var("PROXBORG_PASSPHRASE") {
+        return Ok(Zeroizing::new(p));
+    }
+    if let Some(file) = std::env::var_os("PROXBORG_PASSPHRASE_FILE") {
+        let text = std::fs::read_to_string(&file).with_context(|| {
+            format!(
+                "PROXBORG_PASSPHRASE_FILE {}",
+                PathBuf::from(&file).display()
+            )
+        })?;
+        return Ok(Zeroizing::new(strip_newline(text)));
+    }
+    if let Ok(cmd) = std::env::var("PROXBORG_PASSPHRASE_COMMAND") {
+        let out = duct::cmd!("/bin/sh", "-c", &cmd)
+            .stdout_capture()
+            .unchecked()
+            .run()
+            .with_context(|| format!("PROXBORG_PASSPHRASE_COMMAND {cmd:?}"))?;
+        if !out.status.success() {
+            bail!(
+                "PROXBORG_PASSPHRASE_COMMAND {cmd:?} failed ({})",
+                out.status
+            );
+        }
+        let text = String::from_utf8(out.stdout)
+            .context("PROXBORG_PASSPHRASE_COMMAND printed non-UTF-8")?;
+        return Ok(Zeroizing::new(strip_newline(text)));
+    }
+    bail!("set PROXBORG_PASSPHRASE, PROXBORG_PASSPHRASE_FILE or PROXBORG_PASSPHRASE_COMMAND")
+}
+
+fn strip_newline(mut s: String) -> String {
+    while s.ends_with('\n') || s.ends_with('\r') {
+        s.pop();
+    }
+    s
+}
+
+pub fn key_file_path(repo_id: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os("PROXBORG_KEY_FILE") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    PathBuf::from(home)
+        .join(".config/proxborg/keys")
+        .join(repo_id)
+}
+
+pub fn repo_path(global: &Global) -> Result<PathBuf> {
+    match &global.repo {
+        Some(p) => Ok(p.clone()),
+        None => bail!("no repository given: use --repo DIR or set PROXBORG_REPO"),
+    }
+}
+
+pub fn backend(global: &Global) -> Result<Arc<LocalDir>> {
+    Ok(Arc::new(LocalDir::new(repo_path(global)?)))
+}
+
+/// Opens the repository; damaged index files are reported as warnings (returns their count).
+pub fn open(global: &Global) -> Result<(Repository, u64)> {
+    let path = repo_path(global)?;
+    if !path.is_dir() {
+        bail!("repository {}: no such directory", path.display());
+    }
+    let repo = Repository::open(backend(global)?, &EnvCredentials)
+        .with_context(|| format!("repository {}", path.display()))?;
+    for d in repo.damaged_indexes() {
+        super::warn(format!("skipping damaged index file: {d}"));
+    }
+    let damaged = repo.damaged_indexes().len() as u64;
+    Ok((repo, damaged))
+}

@@ -1,0 +1,170 @@
+//! `proxborg create NAME SOURCE`: a directory tree (its contents become the archive root, as
+//! `tar -C DIR .` would), a regular file or block device (one entry, read as a stream), or
+//! `-` (stdin, one entry named by `--stdin-name`).
+
+use super::progress::Progress;
+use super::{access, create_tree, Global, Outcome};
+use crate::ingest::ArchiveBuilder;
+use crate::item::{Item, Kind, Timestamp};
+use crate::repo::{Compression, Manifest, ObjectId};
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Name of the new archive
+    name: String,
+    /// Directory, regular file, block device, or - for stdin
+    source: PathBuf,
+    /// Entry name for a stdin source
+    #[arg(long, default_value = "stdin", value_name = "NAME")]
+    stdin_name: String,
+    /// Leave out paths matching PATTERN (tar-style glob; a leading / anchors at the root)
+    #[arg(long, value_name = "PATTERN")]
+    exclude: Vec<String>,
+    /// Do not descend into other filesystems (mount points are kept as empty directories)
+    #[arg(long)]
+    one_file_system: bool,
+    /// Compression for this archive's new blobs: none, zstd,N or auto,zstd,N
+    #[arg(long)]
+    compression: Option<Compression>,
+    /// Show progress (on a terminal only)
+    #[arg(long)]
+    progress: bool,
+    /// Print the archive's statistics when done
+    #[arg(long)]
+    stats: bool,
+    /// Print the result as JSON on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(global: &Global, args: Args) -> Result<Outcome> {
+    crate::repo::archive::validate_name(&args.name)?;
+    let (repo, damaged) = access::open(global)?;
+    if repo.find_archive(&args.name).is_ok() {
+        bail!("archive {:?} already exists", args.name);
+    }
+    let progress = Progress::new(args.progress);
+    let mut builder = ArchiveBuilder::new(&repo, args.compression);
+    let mut metadata = BTreeMap::new();
+    if args.source.as_os_str() == "-" {
+        metadata.insert("kind".into(), "stream".into());
+        ingest_stream(
+            &mut builder,
+            &args.stdin_name,
+            std::io::stdin().lock(),
+            None,
+        )?;
+    } else {
+        let meta = std::fs::metadata(&args.source)
+            .with_context(|| format!("source {}", args.source.display()))?;
+        let source = std::fs::canonicalize(&args.source)
+            .with_context(|| format!("source {}", args.source.display()))?;
+        metadata.insert("source".into(), source.to_string_lossy().into());
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            metadata.insert("kind".into(), "directory".into());
+            create_tree::ingest_dir(
+                &mut builder,
+                &source,
+                &args.exclude,
+                args.one_file_system,
+                &progress,
+            )?;
+        } else if ft.is_file() || ft.is_block_device() {
+            let kind = if ft.is_file() { "file" } else { "block-device" };
+            metadata.insert("kind".into(), kind.into());
+            let name = source
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "file".into());
+            let file = std::fs::File::open(&source)
+                .with_context(|| format!("source {}", source.display()))?;
+            ingest_stream(&mut builder, &name, file, Some(&meta))?;
+        } else {
+            bail!(
+                "source {}: not a directory, regular file or block device",
+                args.source.display()
+            );
+        }
+    }
+    let warnings = builder.stats().warnings + damaged;
+    let (id, manifest) = builder.finish(&args.name, metadata)?;
+    progress.finish();
+    report(&args, &id, &manifest)?;
+    Ok(if warnings > 0 {
+        Outcome::Warnings
+    } else {
+        Outcome::Success
+    })
+}
+
+/// One entry whose content is read to the end; its size is whatever arrives.
+fn ingest_stream(
+    builder: &mut ArchiveBuilder,
+    name: &str,
+    mut reader: impl std::io::Read,
+    meta: Option<&std::fs::Metadata>,
+) -> Result<()> {
+    let mut item = Item::new(name.as_bytes().to_vec(), Kind::File);
+    match meta {
+        Some(m) => {
+            item.mode = if m.file_type().is_file() {
+                m.mode() & 0o7777
+            } else {
+                0o600
+            };
+            item.uid = m.uid();
+            item.gid = m.gid();
+            item.mtime = Timestamp {
+                secs: m.mtime(),
+                nanos: m.mtime_nsec() as u32,
+            };
+            item.atime = Timestamp {
+                secs: m.atime(),
+                nanos: m.atime_nsec() as u32,
+            };
+            item.ctime = Timestamp {
+                secs: m.ctime(),
+                nanos: m.ctime_nsec() as u32,
+            };
+        }
+        None => {
+            let now = jiff::Timestamp::now();
+            item.mode = 0o600;
+            item.uid = rustix::process::geteuid().as_raw();
+            item.gid = rustix::process::getegid().as_raw();
+            item.mtime = Timestamp {
+                secs: now.as_second(),
+                nanos: now.subsec_nanosecond() as u32,
+            };
+            item.atime = item.mtime;
+            item.ctime = item.mtime;
+        }
+    }
+    builder.add(item, Some(&mut reader), false)?;
+    Ok(())
+}
+
+fn report(args: &Args, id: &ObjectId, m: &Manifest) -> Result<()> {
+    if args.json {
+        let out = serde_json::json!({
+            "archive": { "name": m.name, "id": id.to_hex(), "start": m.start, "end": m.end,
+                         "metadata": m.metadata, "stats": m.stats }
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    if args.stats {
+        let s = &m.stats;
+        eprintln!("Archive:        {}", m.name);
+        eprintln!("Items:          {} ({} files)", s.items, s.files);
+        eprintln!("Original size:  {}", bytesize::ByteSize(s.original_size));
+        eprintln!("Chunks:         {} ({} new)", s.chunks, s.new_chunks);
+        eprintln!("Added to repo:  {}", bytesize::ByteSize(s.added_size));
+        eprintln!("Warnings:       {}", s.warnings);
+    }
+    Ok(())
+}

@@ -1,0 +1,67 @@
+//! `proxborg init`
+
+use super::{access, Global, Outcome};
+use crate::repo::{Compression, EncryptionMode, InitOptions, Repository};
+use anyhow::{Context, Result};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// none, repokey (key in the repository, locked by the passphrase) or keyfile (key kept
+    /// on this machine under ~/.config/proxborg/keys/, also locked by the passphrase)
+    #[arg(long, default_value = "repokey")]
+    encryption: EncryptionMode,
+    /// Default compression for new blobs: none, zstd,N or auto,zstd,N
+    #[arg(long, default_value = "zstd,3")]
+    compression: Compression,
+    /// Refuse delete, prune and compact in this repository
+    #[arg(long)]
+    append_only: bool,
+}
+
+pub fn run(global: &Global, args: Args) -> Result<Outcome> {
+    let path = access::repo_path(global)?;
+    std::fs::create_dir_all(&path)
+        .with_context(|| format!("creating repository directory {}", path.display()))?;
+    let (repo, keyfile) = Repository::init(
+        access::backend(global)?,
+        InitOptions {
+            encryption: args.encryption,
+            compression: args.compression,
+            append_only: args.append_only,
+        },
+        &access::EnvCredentials,
+    )
+    .with_context(|| format!("repository {}", path.display()))?;
+    if let Some(wrapped) = keyfile {
+        let key_path = access::key_file_path(&repo.config().id);
+        write_key_file(&key_path, &wrapped)?;
+        eprintln!(
+            "Key file written to {}. Back it up: without it the repository cannot be read.",
+            key_path.display()
+        );
+    }
+    eprintln!(
+        "Initialised repository {} ({} encryption, compression {})",
+        path.display(),
+        args.encryption,
+        args.compression
+    );
+    Ok(Outcome::Success)
+}
+
+fn write_key_file(path: &std::path::Path, key: &crate::repo::key::WrappedKey) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("key file {}", path.display()))?;
+    f.write_all(&serde_json::to_vec_pretty(key)?)?;
+    f.sync_all()?;
+    Ok(())
+}

@@ -1,0 +1,213 @@
+//! Building one archive: items and their contents in, blobs + item stream + archive file out.
+//!
+//! The producers (the directory walker, a stdin or device stream, the Proxmox executor that
+//! puts `pct.conf` first) hand items in tar order; this module chunks contents, deduplicates
+//! and stores blobs through the repository's `BlobWriter`, fills in chunk lists (hard links
+//! get their group's), writes the item stream and, last, the archive file. It knows nothing
+//! about where items come from and never touches the filesystem itself.
+
+use crate::item::stream::ItemStreamWriter;
+use crate::item::{ChunkRef, Item, Kind};
+use crate::repo::chunker::Chunker;
+use crate::repo::{
+    ArchiveStats, BlobKind, BlobWriter, Compression, Manifest, ObjectId, RepoError, Repository,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+    /// Reading a source failed; the archive cannot be completed (a stream source) or the
+    /// caller downgrades it to a warning (one file of a tree).
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// What a hard link group's later names repeat from the first.
+struct LinkGroup {
+    size: u64,
+    sparse: Option<Vec<crate::item::Extent>>,
+    chunks: Vec<ChunkRef>,
+}
+
+pub struct ArchiveBuilder<'r> {
+    repo: &'r Repository,
+    writer: BlobWriter,
+    content_chunker: Chunker,
+    stream: ItemStreamWriter,
+    link_groups: HashMap<Vec<u8>, LinkGroup>,
+    stats: ArchiveStats,
+    start: jiff::Timestamp,
+}
+
+impl<'r> ArchiveBuilder<'r> {
+    pub fn new(repo: &'r Repository, compression: Option<Compression>) -> Self {
+        ArchiveBuilder {
+            repo,
+            writer: repo.writer(compression),
+            content_chunker: repo.content_chunker(),
+            stream: ItemStreamWriter::new(repo.metadata_chunker()),
+            link_groups: HashMap::new(),
+            stats: ArchiveStats::default(),
+            start: jiff::Timestamp::now(),
+        }
+    }
+
+    /// Adds one item. For `Kind::File` `content` supplies its stored bytes (the data extents
+    /// when `item.sparse` is set); for a file without a sparse map, `size` becomes the number of
+    /// bytes read, so streams of unknown length need no size up front. If reading fails, the
+    /// item is not added and the error says which path. `linked` says later `Hardlink` items
+    /// may name this file (its chunk list is then kept in memory until the end).
+    pub fn add(
+        &mut self,
+        mut item: Item,
+        content: Option<&mut dyn Read>,
+        linked: bool,
+    ) -> Result<(), IngestError> {
+        match &item.kind {
+            Kind::File => {
+                let mut empty = std::io::empty();
+                let source: &mut dyn Read = match content {
+                    Some(c) => c,
+                    None => &mut empty,
+                };
+                let (chunks, total) = self.store_content(source).map_err(|e| match e {
+                    IngestError::Read { source, .. } => IngestError::Read {
+                        path: display_path(&item.path),
+                        source,
+                    },
+                    other => other,
+                })?;
+                if item.sparse.is_none() {
+                    item.size = total;
+                }
+                item.chunks = chunks;
+                self.stats.files += 1;
+                self.stats.original_size += total;
+                if linked {
+                    self.link_groups.insert(
+                        item.path.clone(),
+                        LinkGroup {
+                            size: item.size,
+                            sparse: item.sparse.clone(),
+                            chunks: item.chunks.clone(),
+                        },
+                    );
+                }
+            }
+            Kind::Hardlink { target } => {
+                // A target missing from this archive (excluded, unreadable) cannot be linked
+                // to: keep the name as an empty file and say so, rather than a dangling link.
+                match self.link_groups.get(target) {
+                    Some(group) => {
+                        item.size = group.size;
+                        item.sparse = group.sparse.clone();
+                        item.chunks = group.chunks.clone();
+                    }
+                    None => {
+                        return Err(IngestError::Read {
+                            path: display_path(&item.path),
+                            source: std::io::Error::other(format!(
+                                "hard link target {} is not in the archive",
+                                display_path(target)
+                            )),
+                        })
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.push_item(&item)
+    }
+
+    /// Was `path` added as a regular file, so a hard link to it can be recorded?
+    pub fn has_link_target(&self, path: &[u8]) -> bool {
+        self.link_groups.contains_key(path)
+    }
+
+    /// Counts a soft problem (the caller has already told the user about it).
+    pub fn warn(&mut self) {
+        self.stats.warnings += 1;
+    }
+
+    pub fn stats(&self) -> &ArchiveStats {
+        &self.stats
+    }
+
+    fn push_item(&mut self, item: &Item) -> Result<(), IngestError> {
+        let writer = &mut self.writer;
+        let mut put = |bytes: Vec<u8>| writer.put(BlobKind::Meta, bytes).map(|r| r.id);
+        self.stream.push(item, &mut put)?;
+        self.stats.items += 1;
+        Ok(())
+    }
+
+    fn store_content(
+        &mut self,
+        source: &mut dyn Read,
+    ) -> Result<(Vec<ChunkRef>, u64), IngestError> {
+        let mut chunks = Vec::new();
+        let mut total = 0u64;
+        for chunk in self.content_chunker.stream(source) {
+            let data = chunk.map_err(|source| IngestError::Read {
+                path: String::new(),
+                source,
+            })?;
+            total += data.len() as u64;
+            let r = self.writer.put(BlobKind::Data, data)?;
+            self.stats.chunks += 1;
+            if self.writer.is_new(&r.id) {
+                self.stats.new_chunks += 1;
+            }
+            chunks.push(r);
+        }
+        Ok((chunks, total))
+    }
+
+    /// Writes the rest of the item stream, flushes every pack and index, and only then the
+    /// archive file.
+    pub fn finish(
+        mut self,
+        name: &str,
+        metadata: BTreeMap<String, serde_json::Value>,
+    ) -> Result<(ObjectId, Manifest), IngestError> {
+        crate::repo::archive::validate_name(name)?;
+        let writer = &mut self.writer;
+        let mut put = |bytes: Vec<u8>| writer.put(BlobKind::Meta, bytes).map(|r| r.id);
+        let (item_stream, _) = self.stream.finish(&mut put)?;
+        let written = self.writer.finish()?;
+        // A chunk counted new above may have been stored by a concurrent writer first; the
+        // writer's numbers are what this archive really added.
+        self.stats.added_size = written.stored_bytes;
+        let manifest = Manifest {
+            name: name.to_string(),
+            start: self.start.to_string(),
+            end: jiff::Timestamp::now().to_string(),
+            hostname: host_name(),
+            tool_version: env!("CARGO_PKG_VERSION").to_string(),
+            metadata,
+            item_stream,
+            stats: self.stats,
+        };
+        let id = self.repo.write_archive(&manifest)?;
+        Ok((id, manifest))
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// A path for messages: `./`-prefixed as tar shows it, invalid UTF-8 escaped.
+pub fn display_path(path: &[u8]) -> String {
+    let mut s = String::from("./");
+    s.push_str(&String::from_utf8_lossy(path));
+    s
+}

@@ -1,0 +1,192 @@
+//! Reading one archive front to back: the selected items, renamed for `--strip-components`,
+//! each with a reader of its content that verifies every blob. The single reader behind both
+//! `extract` and `export-tar`, so they always agree on selection, hard links and errors.
+//!
+//! ```text
+//! producer thread: item stream -> selection -> Prefetcher requests (bounded in flight)
+//!      --entries--> consumer: Entry { item, content: Content (impl Read) }
+//! ```
+//! Blob reads, decryption, decompression and hashing run on the prefetcher's threads, ahead
+//! of the consumer, so a restore or tar writer keeps both cores busy while memory stays at
+//! `MAX_IN_FLIGHT` blobs whatever the archive size.
+
+use crate::item::filter::Selection;
+use crate::item::stream::ItemStreamReader;
+use crate::item::{Item, Kind};
+use crate::repo::reader::{PendingBlob, Prefetcher};
+use crate::repo::{Manifest, RepoError, Repository};
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use std::io::{self, Read};
+use std::thread::JoinHandle;
+
+/// Blobs requested ahead of the consumer (at most 4 MiB each).
+const MAX_IN_FLIGHT: usize = 16;
+const ENTRIES_AHEAD: usize = 256;
+
+pub struct Entry {
+    pub item: Item,
+    pub content: Content,
+}
+
+/// An item's content as the archive stores it: the data extents, concatenated, verified.
+pub struct Content {
+    blobs: Option<Receiver<PendingBlob>>,
+    current: Vec<u8>,
+    pos: usize,
+    remaining: u64,
+    path: String,
+}
+
+impl Content {
+    fn empty() -> Self {
+        Content {
+            blobs: None,
+            current: Vec::new(),
+            pos: 0,
+            remaining: 0,
+            path: String::new(),
+        }
+    }
+}
+
+impl Read for Content {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.pos < self.current.len() {
+                let n = buf.len().min(self.current.len() - self.pos);
+                buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+                self.pos += n;
+                return Ok(n);
+            }
+            let next = self.blobs.as_ref().and_then(|rx| rx.recv().ok());
+            let Some(pending) = next else {
+                if self.remaining > 0 {
+                    return Err(io::Error::other(format!(
+                        "{}: content ends {} bytes early",
+                        self.path, self.remaining
+                    )));
+                }
+                return Ok(0);
+            };
+            let data = pending
+                .wait()
+                .map_err(|e| io::Error::other(format!("{}: {e}", self.path)))?;
+            if data.len() as u64 > self.remaining {
+                return Err(io::Error::other(format!(
+                    "{}: content longer than recorded",
+                    self.path
+                )));
+            }
+            self.remaining -= data.len() as u64;
+            self.current = data;
+            self.pos = 0;
+        }
+    }
+}
+
+pub struct ArchiveReader {
+    entries: Receiver<Result<Entry, RepoError>>,
+    producer: Option<JoinHandle<()>>,
+}
+
+impl ArchiveReader {
+    pub fn open(repo: &Repository, manifest: &Manifest, selection: Selection) -> Self {
+        let source = repo.blob_source();
+        let prefetch = Prefetcher::new(source.clone(), 2, MAX_IN_FLIGHT);
+        let blobs = manifest.item_stream.clone();
+        let (tx, rx) = bounded(ENTRIES_AHEAD);
+        let producer = std::thread::spawn(move || {
+            let items = ItemStreamReader::new(blobs, |id| source.read_blob(id));
+            produce(items, &selection, &prefetch, &tx);
+        });
+        ArchiveReader {
+            entries: rx,
+            producer: Some(producer),
+        }
+    }
+}
+
+impl Iterator for ArchiveReader {
+    type Item = Result<Entry, RepoError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.entries.recv().ok()
+    }
+}
+
+impl Drop for ArchiveReader {
+    fn drop(&mut self) {
+        // Disconnecting makes the producer's next send fail, so it stops; queued entries and
+        // their pending blobs are dropped with the channel, releasing their in-flight slots.
+        let (_, dead) = bounded(0);
+        drop(std::mem::replace(&mut self.entries, dead));
+        if let Some(p) = self.producer.take() {
+            let _ = p.join();
+        }
+    }
+}
+
+fn produce(
+    items: impl Iterator<Item = Result<Item, RepoError>>,
+    selection: &Selection,
+    prefetch: &Prefetcher,
+    tx: &Sender<Result<Entry, RepoError>>,
+) {
+    for item in items {
+        let mut item = match item {
+            Ok(i) => i,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        if !selection.selects(&item.path) {
+            continue;
+        }
+        let Some(out) = selection.output_path(&item.path) else {
+            continue;
+        };
+        item.path = out;
+        if let Kind::Hardlink { target } = &item.kind {
+            // The first name of the group was written only if it was selected and survives
+            // stripping; otherwise this name carries the data itself.
+            let renamed = selection
+                .selects(target)
+                .then(|| selection.output_path(target))
+                .flatten();
+            item.kind = match renamed {
+                Some(t) => Kind::Hardlink { target: t },
+                None => Kind::File,
+            };
+        }
+        let carries_data = matches!(item.kind, Kind::File) && !item.chunks.is_empty();
+        if !carries_data {
+            if tx
+                .send(Ok(Entry {
+                    item,
+                    content: Content::empty(),
+                }))
+                .is_err()
+            {
+                return;
+            }
+            continue;
+        }
+        let (btx, brx) = unbounded();
+        let ids: Vec<_> = item.chunks.iter().map(|c| c.id).collect();
+        let content = Content {
+            blobs: Some(brx),
+            current: Vec::new(),
+            pos: 0,
+            remaining: item.stored_len(),
+            path: crate::ingest::display_path(&item.path),
+        };
+        if tx.send(Ok(Entry { item, content })).is_err() {
+            return;
+        }
+        for id in ids {
+            // Blocks while MAX_IN_FLIGHT blobs wait for the consumer; a consumer that dropped
+            // this entry makes the send fail and the pending blob frees its slot at once.
+            let _ = btx.send(prefetch.request(id));
+        }
+    }
+}
