@@ -1,0 +1,150 @@
+//! Shared helpers for the command-line tests: a scratch repository and a `proxborg` command
+//! with a clean environment (fast KDF, no inherited repository or passphrase).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub const PASS: &str = "correct horse battery staple";
+
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    /// A scratch directory on /dev/shm when possible: tmpfs has ACLs, xattrs and caps.
+    pub fn new() -> Self {
+        let base = if Path::new("/dev/shm").is_dir() {
+            "/dev/shm"
+        } else {
+            "/tmp"
+        };
+        Scratch {
+            dir: tempfile::Builder::new()
+                .prefix("pxb-test-")
+                .tempdir_in(base)
+                .unwrap(),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn repo(&self) -> PathBuf {
+        self.path("repo")
+    }
+
+    /// `proxborg` with `--repo` set to this scratch's repository and the test passphrase.
+    pub fn cmd(&self) -> Command {
+        let mut c = proxborg();
+        c.env("PROXBORG_REPO", self.repo())
+            .env("PROXBORG_PASSPHRASE", PASS);
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        run(self.cmd().args(args))
+    }
+
+    /// Runs and asserts exit 0.
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert_success(&out, args);
+        out
+    }
+
+    pub fn init(&self, encryption: &str) {
+        self.ok(&["init", "--encryption", encryption]);
+    }
+
+    pub fn create_stdin(&self, name: &str, data: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .cmd()
+            .args(["create", name, "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(data).unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
+
+pub fn proxborg() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_proxborg"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("PROXBORG_") {
+            c.env_remove(&k);
+        }
+    }
+    c.env("PROXBORG_TEST_FAST_KDF", "1");
+    c
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("running proxborg")
+}
+
+pub fn assert_success(out: &Output, what: &[&str]) {
+    assert!(
+        out.status.success(),
+        "proxborg {what:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+/// Runs a shell command line and returns stdout; panics with stderr on failure.
+pub fn sh(script: &str) -> String {
+    let out = Command::new("/bin/bash")
+        .args(["-euo", "pipefail", "-c", script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "`{script}` failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Deterministic pseudo-random bytes (incompressible, reproducible).
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    let mut h = blake3::Hasher::new();
+    h.update(&seed.to_le_bytes());
+    h.finalize_xof().fill(&mut out);
+    out
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -1,0 +1,346 @@
+//! The repository engine through the command line, with stream sources (stdin, a file):
+//! round trips, dedup, encryption, corruption found by `check`, crash safety, concurrent
+//! writers and bad input.
+
+mod common;
+use common::*;
+use std::io::Write;
+
+#[test]
+fn stdin_round_trip_300m() {
+    let s = Scratch::new();
+    s.init("repokey");
+    let data = noise(300 << 20, 1);
+    let out = s.create_stdin("s", &data);
+    assert_success(&out, &["create"]);
+    let out = s.ok(&["extract", "s", "--stdout"]);
+    assert!(out.stdout == data, "extracted bytes differ from the input");
+    let listing = String::from_utf8(s.ok(&["list", "s"]).stdout).unwrap();
+    assert!(
+        listing.contains("314572800") && listing.contains("./stdin"),
+        "{listing}"
+    );
+}
+
+#[test]
+fn same_stream_twice_adds_almost_nothing() {
+    let s = Scratch::new();
+    s.init("none");
+    let data = noise(64 << 20, 2);
+    assert_success(&s.create_stdin("a", &data), &["create a"]);
+    let before = dir_size(&s.repo());
+    assert_success(&s.create_stdin("b", &data), &["create b"]);
+    let added = dir_size(&s.repo()) - before;
+    assert!(
+        added < (64 << 20) / 100,
+        "second identical archive added {added} bytes"
+    );
+}
+
+#[test]
+fn wrong_passphrase_and_no_plaintext_in_repo() {
+    let s = Scratch::new();
+    s.init("repokey");
+    let marker = b"PLAINTEXT-MARKER-8f2c1d ".repeat(50_000);
+    let mut child = s
+        .cmd()
+        .args(["create", "m", "-", "--stdin-name", "NAME-MARKER-77aa"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&marker).unwrap();
+    assert!(child.wait().unwrap().success());
+    for f in files_under(&s.repo()) {
+        let bytes = std::fs::read(&f).unwrap();
+        for needle in [&b"PLAINTEXT-MARKER"[..], b"NAME-MARKER-77aa"] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{} contains plaintext {:?}",
+                f.display(),
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+    let out = run(s.cmd().env("PROXBORG_PASSPHRASE", "wrong").args(["list"]));
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("wrong passphrase"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(proxborg().env("PROXBORG_REPO", s.repo()).args(["list"]));
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("PROXBORG_PASSPHRASE"),
+        "{}",
+        stderr(&out)
+    );
+    // The right passphrase, from a file and from a command.
+    std::fs::write(s.path("pass"), format!("{PASS}\n")).unwrap();
+    let out = run(proxborg()
+        .env("PROXBORG_REPO", s.repo())
+        .env("PROXBORG_PASSPHRASE_FILE", s.path("pass"))
+        .args(["extract", "m", "--stdout"]));
+    assert!(out.status.success() && out.stdout == marker);
+    let out = run(proxborg()
+        .env("PROXBORG_REPO", s.repo())
+        .env(
+            "PROXBORG_PASSPHRASE_COMMAND",
+            format!("cat {}", s.path("pass").display()),
+        )
+        .args(["list"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn keyfile_mode_needs_the_key_file() {
+    let s = Scratch::new();
+    let key = s.path("keys/repo.key");
+    let out = run(s
+        .cmd()
+        .env("PROXBORG_KEY_FILE", &key)
+        .args(["init", "--encryption", "keyfile"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(key.is_file());
+    let out = run(s
+        .cmd()
+        .env("PROXBORG_KEY_FILE", &key)
+        .args(["create", "k", "-"])
+        .stdin(std::process::Stdio::null()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(s
+        .cmd()
+        .env("PROXBORG_KEY_FILE", s.path("nowhere"))
+        .args(["list"]));
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("key file"), "{}", stderr(&out));
+}
+
+fn flip_byte(path: &std::path::Path, at: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).unwrap();
+    b[0] ^= 0x40;
+    f.write_all_at(&b, at).unwrap();
+}
+
+fn data_packs(s: &Scratch) -> Vec<std::path::PathBuf> {
+    files_under(&s.repo().join("data"))
+}
+
+#[test]
+fn flipped_byte_fails_check_and_extract_loudly() {
+    for enc in ["repokey", "none"] {
+        let s = Scratch::new();
+        s.init(enc);
+        let data = noise(8 << 20, 3);
+        assert_success(&s.create_stdin("f", &data), &["create"]);
+        s.ok(&["check", "--verify-data"]);
+        // The biggest pack holds the content; flip a byte in its middle.
+        let pack = data_packs(&s)
+            .into_iter()
+            .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+            .unwrap();
+        flip_byte(&pack, std::fs::metadata(&pack).unwrap().len() / 3);
+        let out = s.run(&["check", "--verify-data"]);
+        assert_eq!(code(&out), 2, "{enc}: check passed a damaged pack");
+        let report = String::from_utf8_lossy(&out.stdout);
+        let name = pack.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            report.contains(&name),
+            "{enc}: check did not name the pack: {report}"
+        );
+        let out = s.run(&["extract", "f", "--stdout"]);
+        assert_eq!(code(&out), 2, "{enc}: extract of damaged data succeeded");
+        assert!(
+            out.stdout.len() < data.len(),
+            "{enc}: extract wrote everything anyway"
+        );
+        assert!(
+            data.starts_with(&out.stdout),
+            "{enc}: extract wrote wrong bytes"
+        );
+    }
+}
+
+/// A repository with one archive, damaged by `damage`; returns check's exit code and report.
+fn check_after(damage: impl Fn(&Scratch)) -> (i32, String, Scratch) {
+    let s = Scratch::new();
+    s.init("repokey");
+    assert_success(&s.create_stdin("a", &noise(40 << 20, 4)), &["create"]);
+    s.ok(&["check"]);
+    damage(&s);
+    let out = s.run(&["check"]);
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    (code(&out), report, s)
+}
+
+fn file_name(p: &std::path::Path) -> String {
+    p.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+#[test]
+fn check_names_a_truncated_pack() {
+    let (rc, report, s) = check_after(|s| {
+        let pack = &data_packs(s)[0];
+        let len = std::fs::metadata(pack).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(pack)
+            .unwrap()
+            .set_len(len / 2)
+            .unwrap();
+    });
+    assert_eq!(rc, 2);
+    assert!(report.contains(&file_name(&data_packs(&s)[0])), "{report}");
+}
+
+#[test]
+fn check_reports_a_deleted_index_file() {
+    let (rc, report, _) = check_after(|s| {
+        for f in files_under(&s.repo().join("index")) {
+            std::fs::remove_file(f).unwrap();
+        }
+    });
+    assert_eq!(rc, 2);
+    assert!(
+        report.contains("missing blob") || report.contains("not found"),
+        "{report}"
+    );
+}
+
+#[test]
+fn check_names_a_garbage_archive_file_and_list_warns() {
+    let (rc, report, s) = check_after(|s| {
+        let archive = files_under(&s.repo().join("archives")).pop().unwrap();
+        std::fs::write(archive, b"garbage, not an archive").unwrap();
+    });
+    assert_eq!(rc, 2);
+    let archive = files_under(&s.repo().join("archives")).pop().unwrap();
+    assert!(report.contains(&file_name(&archive)), "{report}");
+    // Other commands still work, with a warning about what they skip.
+    let out = s.run(&["list"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("damaged archive"));
+}
+
+#[test]
+fn killed_create_leaves_a_checkable_repo_and_the_rerun_reuses_its_packs() {
+    let s = Scratch::new();
+    s.init("none");
+    let src = s.path("big.img");
+    std::fs::write(&src, noise(768 << 20, 6)).unwrap();
+    let src = src.to_str().unwrap().to_string();
+    let mut added_by_kills = 0;
+    // Kill at different points: after the run has written 2, 9 and 20 more packs.
+    for packs in [2usize, 9, 20] {
+        let before = dir_size(&s.repo());
+        let start_packs = data_packs(&s).len();
+        let mut child = s.cmd().args(["create", "big", &src]).spawn().unwrap();
+        while data_packs(&s).len() < start_packs + packs {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "create finished before the kill"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        added_by_kills += dir_size(&s.repo()) - before;
+        let out = s.run(&["check"]);
+        assert!(
+            out.status.success(),
+            "after kill at {packs} packs: {}{}",
+            stderr(&out),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let before = dir_size(&s.repo());
+    let out = s.run(&["create", "big", &src, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let uploaded = dir_size(&s.repo()) - before;
+    eprintln!(
+        "killed runs stored {added_by_kills} bytes; the completing run stored {uploaded} of {}",
+        768u64 << 20
+    );
+    assert!(
+        added_by_kills > 0,
+        "the killed runs stored nothing: kill came too early to test anything"
+    );
+    assert!(
+        uploaded < (768 << 20) - added_by_kills / 2,
+        "rerun did not reuse the packs of killed runs"
+    );
+    s.ok(&["check", "--verify-data"]);
+    let out = s.ok(&["extract", "big", "--stdout"]);
+    assert!(out.stdout == std::fs::read(&src).unwrap());
+}
+
+#[test]
+fn concurrent_creates_both_succeed_and_verify() {
+    let s = Scratch::new();
+    s.init("repokey");
+    let shared = noise(32 << 20, 7);
+    let a: Vec<u8> = [&shared[..], &noise(8 << 20, 8)].concat();
+    let b: Vec<u8> = [&shared[..], &noise(8 << 20, 9)].concat();
+    let (ra, rb) = std::thread::scope(|sc| {
+        let ha = sc.spawn(|| s.create_stdin("a", &a));
+        let hb = sc.spawn(|| s.create_stdin("b", &b));
+        (ha.join().unwrap(), hb.join().unwrap())
+    });
+    assert_success(&ra, &["create a"]);
+    assert_success(&rb, &["create b"]);
+    s.ok(&["check", "--verify-data"]);
+    assert!(s.ok(&["extract", "a", "--stdout"]).stdout == a);
+    assert!(s.ok(&["extract", "b", "--stdout"]).stdout == b);
+}
+
+#[test]
+fn bad_input_gets_one_line_errors_and_exit_2() {
+    let s = Scratch::new();
+    let out = s.run(&["list"]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("repo"), "{}", stderr(&out));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+
+    s.init("none");
+    let out = s.run(&["create", "x", "/nonexistent/source"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("/nonexistent/source"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(files_under(&s.repo().join("archives")).is_empty());
+
+    assert_success(&s.create_stdin("x", b"hello"), &["create"]);
+    std::fs::write(s.path("plainfile"), b"x").unwrap();
+    let out = s.run(&["extract", "x", "-C", s.path("plainfile").to_str().unwrap()]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("not a directory"), "{}", stderr(&out));
+
+    let out = s.run(&["extract", "nosuch", "--stdout"]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("nosuch"), "{}", stderr(&out));
+
+    let cfg = s.repo().join("config");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    json["format"] = 99.into();
+    std::fs::write(&cfg, serde_json::to_vec(&json).unwrap()).unwrap();
+    let out = s.run(&["list"]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("newer"), "{}", stderr(&out));
+}
+
+fn dir_size(dir: &std::path::Path) -> u64 {
+    files_under(dir)
+        .iter()
+        .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+        .sum()
+}
