@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
+/// Stored in JSON as its command-line text (`"zstd,3"`), so the config reads like the flag.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Compression {
     None,
     Zstd { level: i32, auto: bool },
@@ -18,6 +20,19 @@ impl Default for Compression {
             level: 3,
             auto: false,
         }
+    }
+}
+
+impl TryFrom<String> for Compression {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<Compression> for String {
+    fn from(c: Compression) -> String {
+        c.to_string()
     }
 }
 
