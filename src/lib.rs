@@ -13,6 +13,7 @@ pub mod item;
 pub mod plan;
 pub mod pve;
 pub mod repo;
+pub mod retention;
 pub mod retrieve;
 pub mod tree;
 pub mod zfs;

@@ -6,10 +6,12 @@
 use super::Global;
 use crate::repo::backend::local::LocalDir;
 use crate::repo::key::WrappedKey;
+use crate::repo::lock::{Lock, LockKind};
 use crate::repo::{Credentials, RepoError, Repository};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use zeroize::Zeroizing;
 
 pub struct EnvCredentials;
@@ -98,6 +100,29 @@ pub fn open(global: &Global) -> Result<(Repository, u64)> {
     if !path.is_dir() {
         bail!("repository {}: no such directory", path.display());
     }
+    open_at(global, &path)
+}
+
+/// Takes a shared lock (see `repo::lock`), then opens the repository, so the index it loads
+/// stays valid for as long as the lock is held.
+pub fn open_locked(global: &Global, command: &str) -> Result<(Repository, Lock, u64)> {
+    let path = repo_path(global)?;
+    if !path.is_dir() {
+        bail!("repository {}: no such directory", path.display());
+    }
+    let lock = Lock::acquire(
+        backend(global)?,
+        LockKind::Shared,
+        command,
+        Duration::from_secs(global.lock_wait),
+        &mut |m| super::warn(m),
+    )
+    .with_context(|| format!("repository {}", path.display()))?;
+    let (repo, damaged) = open_at(global, &path)?;
+    Ok((repo, lock, damaged))
+}
+
+fn open_at(global: &Global, path: &std::path::Path) -> Result<(Repository, u64)> {
     let repo = Repository::open(backend(global)?, &EnvCredentials)
         .with_context(|| format!("repository {}", path.display()))?;
     for d in repo.damaged_indexes() {

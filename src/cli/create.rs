@@ -43,7 +43,7 @@ pub struct Args {
 
 pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     crate::repo::archive::validate_name(&args.name)?;
-    let (repo, damaged) = access::open(global)?;
+    let (repo, _lock, damaged) = access::open_locked(global, "create")?;
     if repo.find_archive(&args.name).is_ok() {
         bail!("archive {:?} already exists", args.name);
     }

@@ -11,7 +11,7 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: Args) -> Result<Outcome> {
-    let (repo, _) = access::open(global)?;
+    let (repo, _lock, _) = access::open_locked(global, "delete")?;
     let (archives, _) = repo.archives()?;
     // Resolve every name before deleting anything, so a typo deletes nothing.
     let mut ids = Vec::new();

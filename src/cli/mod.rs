@@ -5,6 +5,8 @@
 
 mod access;
 mod check;
+mod compact;
+mod config;
 mod create;
 mod create_tree;
 mod delete;
@@ -14,6 +16,7 @@ mod info;
 mod init;
 mod list;
 mod progress;
+mod prune;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -38,6 +41,10 @@ pub struct Global {
     /// Repository directory
     #[arg(long, global = true, env = "PROXBORG_REPO", value_name = "DIR")]
     repo: Option<PathBuf>,
+    /// Wait this long for a conflicting repository lock (a running compact, or backups when
+    /// compacting) before giving up
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 120)]
+    lock_wait: u64,
 }
 
 #[derive(Subcommand)]
@@ -56,6 +63,13 @@ enum Command {
     Check(check::Args),
     /// Delete archives (their space is freed by a later compact)
     Delete(delete::Args),
+    /// Delete archives by retention rules, per series
+    Prune(prune::Args),
+    /// Free the space of data no archive references
+    Compact(compact::Args),
+    /// Show or change repository settings
+    #[command(subcommand)]
+    Config(config::Command),
 }
 
 /// How a command that did not fail ended.
@@ -75,6 +89,9 @@ pub fn main() -> ExitCode {
         Command::Extract(a) => extract::run(&cli.global, a),
         Command::Check(a) => check::run(&cli.global, a),
         Command::Delete(a) => delete::run(&cli.global, a),
+        Command::Prune(a) => prune::run(&cli.global, a),
+        Command::Compact(a) => compact::run(&cli.global, a),
+        Command::Config(c) => config::run(&cli.global, c),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

@@ -28,6 +28,8 @@ pub enum RepoError {
     NeedPassphrase(String),
     #[error("repository is append-only: {0} refused")]
     AppendOnly(&'static str),
+    #[error("repository is locked: {0}")]
+    Locked(String),
     #[error("{0}")]
     Invalid(String),
     #[error("background worker failed: {0}")]

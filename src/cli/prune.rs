@@ -1,0 +1,200 @@
+//! `proxborg prune`: apply retention rules (see `retention`) to each series of archives and
+//! delete the archive files of those no rule keeps. Blobs are freed by `compact`.
+
+use super::{access, Global, Outcome};
+use crate::repo::ArchiveEntry;
+use crate::retention::{self, Rules};
+use anyhow::{bail, Result};
+use std::collections::BTreeMap;
+
+#[derive(clap::Args, Clone, Default)]
+pub struct KeepArgs {
+    /// Keep every archive newer than this interval (e.g. 2d, 12H, 3w, 6m, 1y)
+    #[arg(long, value_name = "INTERVAL", value_parser = retention::parse_within)]
+    pub keep_within: Option<jiff::SignedDuration>,
+    /// Keep the newest N archives
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<usize>,
+    #[arg(long, value_name = "N")]
+    pub keep_minutely: Option<usize>,
+    /// Keep the newest archive of each of the last N hours
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<usize>,
+    /// Keep the newest archive of each of the last N days
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<usize>,
+    /// Keep the newest archive of each of the last N ISO weeks
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<usize>,
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<usize>,
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<usize>,
+}
+
+impl KeepArgs {
+    pub fn rules(&self) -> Rules {
+        Rules {
+            within: self.keep_within,
+            last: self.keep_last,
+            minutely: self.keep_minutely,
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            yearly: self.keep_yearly,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    keep: KeepArgs,
+    /// Only archives whose name starts with PREFIX, as one series
+    #[arg(long, value_name = "PREFIX", conflicts_with = "glob")]
+    prefix: Option<String>,
+    /// Only archives whose name matches GLOB, as one series
+    #[arg(long, value_name = "GLOB")]
+    glob: Option<String>,
+    /// Decide and show, delete nothing
+    #[arg(long, short = 'n')]
+    dry_run: bool,
+    /// List every archive with its decision and the rule that kept it
+    #[arg(long)]
+    list: bool,
+    /// Print decisions as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(serde::Serialize)]
+struct Decision {
+    name: String,
+    series: String,
+    start: String,
+    keep: bool,
+    rule: Option<String>,
+}
+
+pub fn run(global: &Global, args: Args) -> Result<Outcome> {
+    let rules = args.keep.rules();
+    if rules.is_empty() {
+        bail!("no --keep-* rule given: prune would delete every archive");
+    }
+    let (repo, _lock, warnings) = access::open_locked(global, "prune")?;
+    if repo.config().append_only && !args.dry_run {
+        bail!(crate::repo::RepoError::AppendOnly("prune"));
+    }
+    let (archives, damaged) = repo.archives()?;
+    if !damaged.is_empty() {
+        bail!(
+            "{} damaged archive files: run check before pruning",
+            damaged.len()
+        );
+    }
+    let selected: Vec<&ArchiveEntry> = archives
+        .iter()
+        .filter(|(_, m)| match (&args.prefix, &args.glob) {
+            (Some(p), _) => m.name.starts_with(p.as_str()),
+            (_, Some(g)) => crate::item::pattern::glob_match(g.as_bytes(), m.name.as_bytes()),
+            _ => true,
+        })
+        .collect();
+    let decisions = decide(
+        &selected,
+        &rules,
+        args.prefix.is_some() || args.glob.is_some(),
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&decisions)?);
+    }
+    let mut deleted = 0;
+    for (d, (id, _)) in decisions.iter().zip(&selected) {
+        if args.list && !args.json {
+            match &d.rule {
+                Some(r) => println!("Keeping archive (rule: {r}): {:<40} {}", d.name, d.start),
+                None => println!(
+                    "{} archive:{:<16} {:<40} {}",
+                    if args.dry_run {
+                        "Would prune"
+                    } else {
+                        "Pruning"
+                    },
+                    "",
+                    d.name,
+                    d.start
+                ),
+            }
+        }
+        if !d.keep && !args.dry_run {
+            repo.delete_archive(id)?;
+            deleted += 1;
+        }
+    }
+    if !args.json {
+        eprintln!(
+            "{} archives considered, {} kept, {} {}",
+            decisions.len(),
+            decisions.iter().filter(|d| d.keep).count(),
+            if args.dry_run {
+                decisions.iter().filter(|d| !d.keep).count()
+            } else {
+                deleted
+            },
+            if args.dry_run {
+                "would be pruned"
+            } else {
+                "pruned (run compact to free space)"
+            }
+        );
+    }
+    Ok(if warnings > 0 {
+        Outcome::Warnings
+    } else {
+        Outcome::Success
+    })
+}
+
+/// Decisions in the order of `archives`, rules applied per series (or to all as one).
+fn decide(archives: &[&ArchiveEntry], rules: &Rules, one_series: bool) -> Result<Vec<Decision>> {
+    let mut series: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, (_, m)) in archives.iter().enumerate() {
+        let key = if one_series {
+            String::new()
+        } else {
+            retention::series_key(&m.name, &m.metadata)
+        };
+        series.entry(key).or_default().push(i);
+    }
+    let mut out: Vec<Option<Decision>> = archives.iter().map(|_| None).collect();
+    let now = jiff::Timestamp::now();
+    let tz = jiff::tz::TimeZone::system();
+    for (key, members) in series {
+        let times = members
+            .iter()
+            .map(|&i| {
+                let m = &archives[i].1;
+                m.start.parse::<jiff::Timestamp>().map_err(|e| {
+                    anyhow::anyhow!(
+                        "archive {:?} has an unreadable start time {:?}: {e}",
+                        m.name,
+                        m.start
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let reasons = retention::decide(&times, rules, now, &tz);
+        for (&i, rule) in members.iter().zip(reasons) {
+            let m = &archives[i].1;
+            out[i] = Some(Decision {
+                name: m.name.clone(),
+                series: key.clone(),
+                start: m.start.clone(),
+                keep: rule.is_some(),
+                rule,
+            });
+        }
+    }
+    Ok(out.into_iter().flatten().collect())
+}
