@@ -15,5 +15,6 @@ pub mod pve;
 pub mod repo;
 pub mod retention;
 pub mod retrieve;
+pub mod settings;
 pub mod tree;
 pub mod zfs;

@@ -8,9 +8,10 @@ use crate::repo::backend::local::LocalDir;
 use crate::repo::key::WrappedKey;
 use crate::repo::lock::{Lock, LockKind};
 use crate::repo::{Credentials, RepoError, Repository};
+use crate::settings::{self, Settings};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use zeroize::Zeroizing;
 
@@ -34,6 +35,23 @@ impl Credentials for EnvCredentials {
     }
 }
 
+/// The settings file, read once; a broken file is an error for every command (it would
+/// otherwise silently back up the wrong thing or to the wrong place).
+pub fn settings() -> Result<&'static Settings> {
+    static SETTINGS: OnceLock<Result<Settings, String>> = OnceLock::new();
+    SETTINGS
+        .get_or_init(|| {
+            settings::load(&settings::default_path(), false).map_err(|errs| {
+                errs.iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+        })
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 fn passphrase_from_env() -> Result<Zeroizing<String>> {
     if let Ok(p) = std::env::var("PROXBORG_PASSPHRASE") {
         return Ok(Zeroizing::new(p));
@@ -47,7 +65,20 @@ fn passphrase_from_env() -> Result<Zeroizing<String>> {
         })?;
         return Ok(Zeroizing::new(strip_newline(text)));
     }
-    if let Ok(cmd) = std::env::var("PROXBORG_PASSPHRASE_COMMAND") {
+    let conf = settings()?;
+    if let Some(file) = &conf.passphrase_file {
+        let text = std::fs::read_to_string(file).with_context(|| {
+            format!(
+                "passphrase-file {} (from the settings file)",
+                file.display()
+            )
+        })?;
+        return Ok(Zeroizing::new(strip_newline(text)));
+    }
+    let cmd = std::env::var("PROXBORG_PASSPHRASE_COMMAND")
+        .ok()
+        .or_else(|| conf.passphrase_command.clone());
+    if let Some(cmd) = cmd {
         let out = duct::cmd!("/bin/sh", "-c", &cmd)
             .stdout_capture()
             .unchecked()
@@ -63,7 +94,7 @@ fn passphrase_from_env() -> Result<Zeroizing<String>> {
             .context("PROXBORG_PASSPHRASE_COMMAND printed non-UTF-8")?;
         return Ok(Zeroizing::new(strip_newline(text)));
     }
-    bail!("set PROXBORG_PASSPHRASE, PROXBORG_PASSPHRASE_FILE or PROXBORG_PASSPHRASE_COMMAND")
+    bail!("set PROXBORG_PASSPHRASE, PROXBORG_PASSPHRASE_FILE or PROXBORG_PASSPHRASE_COMMAND, or passphrase-file in {}", settings::default_path().display())
 }
 
 fn strip_newline(mut s: String) -> String {
@@ -84,10 +115,19 @@ pub fn key_file_path(repo_id: &str) -> PathBuf {
 }
 
 pub fn repo_path(global: &Global) -> Result<PathBuf> {
-    match &global.repo {
-        Some(p) => Ok(p.clone()),
-        None => bail!("no repository given: use --repo DIR or set PROXBORG_REPO"),
+    match (&global.repo, &settings()?.repo) {
+        (Some(p), _) | (None, Some(p)) => Ok(p.clone()),
+        (None, None) => bail!(
+            "no repository given: use --repo DIR, set PROXBORG_REPO, or set repo in {}",
+            settings::default_path().display()
+        ),
     }
+}
+
+pub fn lock_wait(global: &Global) -> Result<Duration> {
+    Ok(Duration::from_secs(
+        global.lock_wait.or(settings()?.lock_wait).unwrap_or(120),
+    ))
 }
 
 pub fn backend(global: &Global) -> Result<Arc<LocalDir>> {
@@ -114,7 +154,7 @@ pub fn open_locked(global: &Global, command: &str) -> Result<(Repository, Lock, 
         backend(global)?,
         LockKind::Shared,
         command,
-        Duration::from_secs(global.lock_wait),
+        lock_wait(global)?,
         &mut |m| super::warn(m),
     )
     .with_context(|| format!("repository {}", path.display()))?;

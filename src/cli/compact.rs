@@ -5,7 +5,6 @@ use super::{access, Global, Outcome};
 use crate::repo::compact::{compact, CompactOptions};
 use anyhow::Result;
 use bytesize::ByteSize;
-use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -24,7 +23,7 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     let (repo, warnings) = access::open(global)?;
     let opts = CompactOptions {
         threshold_percent: args.threshold,
-        lock_wait: Duration::from_secs(global.lock_wait),
+        lock_wait: access::lock_wait(global)?,
         dry_run: args.dry_run,
     };
     let started = std::time::Instant::now();

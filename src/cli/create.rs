@@ -48,7 +48,9 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
         bail!("archive {:?} already exists", args.name);
     }
     let progress = Progress::new(args.progress);
-    let mut builder = ArchiveBuilder::new(&repo, args.compression);
+    let conf = access::settings()?;
+    let mut builder = ArchiveBuilder::new(&repo, args.compression.or(conf.compression));
+    let excludes: Vec<String> = conf.excludes.iter().chain(&args.exclude).cloned().collect();
     let mut metadata = BTreeMap::new();
     if args.source.as_os_str() == "-" {
         metadata.insert("kind".into(), "stream".into());
@@ -70,7 +72,7 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
             create_tree::ingest_dir(
                 &mut builder,
                 &source,
-                &args.exclude,
+                &excludes,
                 args.one_file_system,
                 &progress,
             )?;
@@ -103,7 +105,7 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
 }
 
 /// One entry whose content is read to the end; its size is whatever arrives.
-fn ingest_stream(
+pub(super) fn ingest_stream(
     builder: &mut ArchiveBuilder,
     name: &str,
     mut reader: impl std::io::Read,

@@ -17,6 +17,7 @@ mod init;
 mod list;
 mod progress;
 mod prune;
+mod vzdump_hook;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -43,8 +44,9 @@ pub struct Global {
     repo: Option<PathBuf>,
     /// Wait this long for a conflicting repository lock (a running compact, or backups when
     /// compacting) before giving up
-    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 120)]
-    lock_wait: u64,
+    /// [default: 120, or lock-wait in the settings file]
+    #[arg(long, global = true, value_name = "SECONDS")]
+    lock_wait: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -67,9 +69,11 @@ enum Command {
     Prune(prune::Args),
     /// Free the space of data no archive references
     Compact(compact::Args),
-    /// Show or change repository settings
+    /// Repository settings (append-only) and the settings file (check)
     #[command(subcommand)]
     Config(config::Command),
+    /// Run as a vzdump hook: archive the finished dump at backup-end (see hooks/)
+    VzdumpHook(vzdump_hook::Args),
 }
 
 /// How a command that did not fail ended.
@@ -92,6 +96,7 @@ pub fn main() -> ExitCode {
         Command::Prune(a) => prune::run(&cli.global, a),
         Command::Compact(a) => compact::run(&cli.global, a),
         Command::Config(c) => config::run(&cli.global, c),
+        Command::VzdumpHook(a) => vzdump_hook::run(&cli.global, a),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

@@ -1,0 +1,121 @@
+//! `proxborg vzdump-hook PHASE [MODE VMID]`: what `hooks/proxborg-vzdump-hook` runs for every
+//! vzdump hook phase (PVE-FACTS §3). Only `backup-end` does anything: the finished dump file
+//! (`$TARGET`, compressed or not) becomes an archive named after the file, with the guest's
+//! metadata; then, as the settings file says, the dump is deleted once the archive reads back
+//! identical (`remove-dump: 1`) and the series is pruned (`prune: 1`). vzdump empties the
+//! environment, so everything comes from argv, vzdump's variables and /etc/proxborg.conf.
+
+use super::{access, create, Global, Outcome};
+use crate::ingest::ArchiveBuilder;
+use crate::item::filter::Selection;
+use crate::retrieve::ArchiveReader;
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// vzdump phase (job-init, backup-start, backup-end, ...)
+    phase: String,
+    /// Backup mode (snapshot, suspend, stop), for guest phases
+    mode: Option<String>,
+    /// Guest id, for guest phases
+    vmid: Option<u32>,
+}
+
+pub fn run(global: &Global, args: Args) -> Result<Outcome> {
+    if args.phase != "backup-end" {
+        return Ok(Outcome::Success);
+    }
+    let Some(vmid) = args.vmid else {
+        bail!("vzdump-hook backup-end: no vmid argument");
+    };
+    let target = std::env::var_os("TARGET").map(PathBuf::from);
+    let Some(target) = target.filter(|t| t.as_os_str() != "-") else {
+        bail!("vzdump-hook: guest {vmid}: TARGET is unset or stdout; nothing to archive");
+    };
+    if !target.is_file() {
+        bail!(
+            "vzdump-hook: guest {vmid}: TARGET {} is not a dump file (PBS storage?)",
+            target.display()
+        );
+    }
+    let vmtype = std::env::var("VMTYPE").unwrap_or_else(|_| "unknown".into());
+    let hostname = std::env::var("HOSTNAME").unwrap_or_default();
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+
+    let (mut repo, _lock, _) = access::open_locked(global, "vzdump-hook")?;
+    if repo.find_archive(&name).is_ok() {
+        bail!("vzdump-hook: archive {name:?} already exists");
+    }
+    let conf = access::settings()?;
+    let mut builder = ArchiveBuilder::new(&repo, conf.compression);
+    let file = std::fs::File::open(&target).with_context(|| target.display().to_string())?;
+    let meta = file.metadata()?;
+    let mut hashing = HashingReader::new(file);
+    create::ingest_stream(&mut builder, &name, &mut hashing, Some(&meta))?;
+    let source_hash = hashing.finish();
+    let mut metadata = BTreeMap::new();
+    metadata.insert("kind".into(), "vzdump".into());
+    metadata.insert("vmtype".into(), vmtype.clone().into());
+    metadata.insert("vmid".into(), vmid.into());
+    metadata.insert("hostname".into(), hostname.into());
+    metadata.insert("mode".into(), args.mode.clone().unwrap_or_default().into());
+    metadata.insert("series".into(), format!("vzdump-{vmtype}-{vmid}").into());
+    metadata.insert("source".into(), target.to_string_lossy().into());
+    let (_, manifest) = builder.finish(&name, metadata)?;
+    eprintln!(
+        "proxborg: archived {} as {name} ({} added)",
+        target.display(),
+        bytesize::ByteSize(manifest.stats.added_size)
+    );
+
+    if conf.remove_dump {
+        repo.reload_index()?; // the blobs just written
+                              // Read the archive back through the normal, verifying path before deleting anything.
+        let mut stored = blake3::Hasher::new();
+        for entry in ArchiveReader::open(&repo, &manifest, Selection::default()) {
+            let mut entry = entry?;
+            std::io::copy(&mut entry.content, &mut stored)?;
+        }
+        if stored.finalize() != source_hash {
+            bail!(
+                "vzdump-hook: archive {name:?} does not read back identical to {}; dump kept",
+                target.display()
+            );
+        }
+        std::fs::remove_file(&target).with_context(|| format!("removing {}", target.display()))?;
+        eprintln!("proxborg: verified and removed {}", target.display());
+    }
+    Ok(Outcome::Success)
+}
+
+/// Hashes what passes through, so the dump is read only once.
+struct HashingReader<R> {
+    inner: R,
+    hasher: blake3::Hasher,
+}
+
+impl<R: Read> HashingReader<R> {
+    fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: blake3::Hasher::new(),
+        }
+    }
+    fn finish(self) -> blake3::Hash {
+        self.hasher.finalize()
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
