@@ -12,6 +12,7 @@ mod create_tree;
 mod delete;
 mod extract;
 mod extract_tree;
+mod generate;
 mod info;
 mod init;
 mod list;
@@ -74,6 +75,11 @@ enum Command {
     Config(config::Command),
     /// Run as a vzdump hook: archive the finished dump at backup-end (see hooks/)
     VzdumpHook(vzdump_hook::Args),
+    /// Print a shell completion script
+    Completions(generate::CompletionArgs),
+    /// Write man pages into a directory (used by the package build)
+    #[command(hide = true)]
+    GenerateMan(generate::ManArgs),
 }
 
 /// How a command that did not fail ended.
@@ -97,6 +103,8 @@ pub fn main() -> ExitCode {
         Command::Compact(a) => compact::run(&cli.global, a),
         Command::Config(c) => config::run(&cli.global, c),
         Command::VzdumpHook(a) => vzdump_hook::run(&cli.global, a),
+        Command::Completions(a) => generate::completions(a),
+        Command::GenerateMan(a) => generate::man(a),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
