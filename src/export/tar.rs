@@ -453,4 +453,65 @@ mod tests {
         assert_eq!(pax_header_name(b"./d/"), b"./PaxHeaders/d");
         assert_eq!(pax_header_name(b"./"), b"./PaxHeaders/.");
     }
+
+    /// Content copied out of a 1 MiB pattern buffer, like decompressed chunks would be.
+    struct Pattern<'a> {
+        buf: &'a [u8],
+        left: u64,
+    }
+
+    impl Read for Pattern<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = out
+                .len()
+                .min(self.buf.len())
+                .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+            out[..n].copy_from_slice(&self.buf[..n]);
+            self.left -= n as u64;
+            Ok(n)
+        }
+    }
+
+    fn bench<W: Write>(label: &str, sink: W, file_size: u64) -> W {
+        const TOTAL: u64 = 2 << 30;
+        let pattern: Vec<u8> = (0..1 << 20).map(|i| (i * 7) as u8).collect();
+        let mut w = TarWriter::new(sink);
+        let start = std::time::Instant::now();
+        for i in 0..TOTAL / file_size {
+            let it = file(&format!("d/f{i}"), file_size);
+            let mut content = Pattern {
+                buf: &pattern,
+                left: file_size,
+            };
+            w.append(&it, &mut content).unwrap();
+        }
+        let sink = w.finish().unwrap();
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "{label}, file size {file_size:>10}: {:>6.0} MB/s ({} items in {secs:.2} s)",
+            TOTAL as f64 / secs / 1e6,
+            TOTAL / file_size
+        );
+        sink
+    }
+
+    /// Run with `cargo test --release --lib export::tar::tests::throughput -- --ignored
+    /// --nocapture`: 2 GiB of content into /dev/null and into a pipe read by `cat`, as one
+    /// file, as 1 MiB files and as 4 KiB files (MB/s = 10^6 bytes of content per second).
+    #[test]
+    #[ignore = "benchmark; run in release"]
+    fn throughput() {
+        for file_size in [2 << 30, 1 << 20, 4 << 10] {
+            let null = std::fs::OpenOptions::new().write(true).open("/dev/null");
+            bench("/dev/null", null.unwrap(), file_size);
+            let mut cat = std::process::Command::new("cat")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let pipe = cat.stdin.take().unwrap();
+            drop(bench("pipe to cat", pipe, file_size));
+            assert!(cat.wait().unwrap().success());
+        }
+    }
 }

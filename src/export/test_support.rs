@@ -89,6 +89,11 @@ pub fn pct_restore_argv(dest: &Path, userns: bool) -> Vec<String> {
 /// Runs the `pct restore` extraction with the tar file as stdin; returns tar's stderr. Panics
 /// with tar's stderr when it fails.
 pub fn pct_extract(tar: &Path, dest: &Path, userns: bool) -> String {
+    pct_extract_in_locale(tar, dest, userns, "C")
+}
+
+/// `pct_extract` with `LC_ALL` set to `locale` (GNU tar converts pax names through iconv).
+pub fn pct_extract_in_locale(tar: &Path, dest: &Path, userns: bool, locale: &str) -> String {
     require_program("tar", "tar");
     if userns {
         require_program("lxc-usernsexec", "lxc");
@@ -97,7 +102,7 @@ pub fn pct_extract(tar: &Path, dest: &Path, userns: bool) -> String {
     let stdin = std::fs::File::open(tar).expect("open tar");
     let out = Command::new(&argv[0])
         .args(&argv[1..])
-        .env("LC_ALL", "C")
+        .env("LC_ALL", locale)
         .stdin(Stdio::from(stdin))
         .output()
         .expect("spawn tar");

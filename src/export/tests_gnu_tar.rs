@@ -309,14 +309,25 @@ fn links_devices_and_fifos() {
 
 #[test]
 fn odd_and_long_names_round_trip() {
-    let (_tmp, dest, stderr) = restore(&tree());
+    let (tmp, dest, stderr) = restore(&tree());
     assert_only_totals(&stderr);
-    assert_eq!(read(&dest, b"new\nline"), b"newline name\n");
-    assert_eq!(read(&dest, b"bad\xff\xfe"), b"binary name\n");
+    check_odd_names(&dest);
+    // In a UTF-8 locale iconv rejects the non-UTF-8 pax `path`, and GNU tar keeps it raw.
+    let utf8 = tmp.path().join("utf8");
+    std::fs::create_dir(&utf8).unwrap();
+    let tar = tmp.path().join("export.tar");
+    let stderr = pct_extract_in_locale(&tar, &utf8, false, "C.UTF-8");
+    assert_only_totals(&stderr);
+    check_odd_names(&utf8);
+}
+
+fn check_odd_names(dest: &Path) {
+    assert_eq!(read(dest, b"new\nline"), b"newline name\n");
+    assert_eq!(read(dest, b"bad\xff\xfe"), b"binary name\n");
     assert_eq!(long_path().len(), 300);
-    assert_eq!(read(&dest, &long_path()), b"three hundred\n");
-    assert_eq!(read(&dest, &long_non_utf8_path()), b"binary long\n");
-    let target = std::fs::read_link(at(&dest, b"longlink")).unwrap();
+    assert_eq!(read(dest, &long_path()), b"three hundred\n");
+    assert_eq!(read(dest, &long_non_utf8_path()), b"binary long\n");
+    let target = std::fs::read_link(at(dest, b"longlink")).unwrap();
     assert_eq!(target.as_os_str().as_bytes(), long_target().as_slice());
     assert_eq!(long_target().len(), 300);
 }
@@ -435,4 +446,63 @@ fn root_member_metadata_is_not_applied_by_pct_flags() {
     assert_ne!(stat(&dest, "%Y"), T0.secs.to_string());
     assert_eq!(getfacl(&dest), ["user::rwx", "group::r-x", "other::r-x"]);
     assert_eq!(stat(&at(&dest, b"f"), "%u:%g %a"), "0:0 644");
+}
+
+/// Members past the 8 GiB ustar size limit: the dense one needs a pax `size` record (streamed
+/// into `tar -tv` through a pipe, never held in memory), the sparse one `GNU.sparse.realsize`
+/// with offsets past 8 GiB (extracted for real).
+#[test]
+fn members_over_8_gib() {
+    const DENSE: u64 = (8 << 30) + 1;
+    require_root();
+    let mut child = std::process::Command::new("tar")
+        .args(["-tvf", "-", "--numeric-owner"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn tar");
+    let mut w = super::TarWriter::new(child.stdin.take().unwrap());
+    let (huge, _) = file(b"huge", 0o644, 0, 0, b"");
+    let huge = Item {
+        size: DENSE,
+        ..huge
+    };
+    w.append(&huge, &mut std::io::repeat(b'z').take(DENSE))
+        .unwrap();
+    let (after, content) = file(b"after", 0o644, 0, 0, b"in sync\n");
+    w.append(&after, &mut content.as_slice()).unwrap();
+    drop(w.finish().unwrap());
+    let out = child.wait_with_output().unwrap();
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 2, "{list}");
+    assert!(lines[0].contains(&format!(" {DENSE} ")) && lines[0].ends_with(" ./huge"));
+    assert!(lines[1].ends_with(" ./after"), "{list}");
+
+    const SPARSE: u64 = 20 << 30;
+    let mut big = item(b"big.img", Kind::File, 0o644, 0, 0);
+    big.size = SPARSE;
+    big.sparse = Some(vec![Extent {
+        offset: SPARSE - (1 << 20),
+        len: 4096,
+    }]);
+    let items = [
+        (item(b"", Kind::Dir, 0o755, 0, 0), Vec::new()),
+        (big, pattern(4096, 9)),
+    ];
+    let (_tmp, dest, stderr) = restore(&items);
+    assert_only_totals(&stderr);
+    let img = at(&dest, b"big.img");
+    assert_eq!(stat(&img, "%s %b"), format!("{SPARSE} 8"));
+    let mut f = std::fs::File::open(&img).unwrap();
+    f.seek(SeekFrom::Start(SPARSE - (1 << 20))).unwrap();
+    let mut b = vec![0; 4096];
+    f.read_exact(&mut b).unwrap();
+    assert_eq!(b, pattern(4096, 9));
 }
