@@ -17,6 +17,8 @@ mod test_support;
 #[cfg(test)]
 mod tests_gnu_tar;
 #[cfg(test)]
+mod tests_roundtrip;
+#[cfg(test)]
 mod tests_userns;
 
 pub use self::tar::TarWriter;

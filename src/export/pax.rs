@@ -92,23 +92,26 @@ pub(crate) fn format_time(t: Timestamp) -> String {
     }
 }
 
+/// Splits an `x` block back into (key, value) pairs by the record lengths, as GNU tar reads
+/// it. Test-only: the `tar` crate's own parser splits on `\n` and so cannot read binary values.
+#[cfg(test)]
+pub(crate) fn parse_records(mut b: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let sp = b.iter().position(|&c| c == b' ').expect("record length");
+        let len: usize = std::str::from_utf8(&b[..sp]).unwrap().parse().unwrap();
+        let rec = &b[sp + 1..len];
+        assert_eq!(b[len - 1], b'\n');
+        let eq = rec.iter().position(|&c| c == b'=').expect("record key");
+        out.push((rec[..eq].to_vec(), rec[eq + 1..rec.len() - 1].to_vec()));
+        b = &b[len..];
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn parse_records(mut b: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut out = Vec::new();
-        while !b.is_empty() {
-            let sp = b.iter().position(|&c| c == b' ').unwrap();
-            let len: usize = std::str::from_utf8(&b[..sp]).unwrap().parse().unwrap();
-            let rec = &b[sp + 1..len];
-            assert_eq!(b[len - 1], b'\n');
-            let eq = rec.iter().position(|&c| c == b'=').unwrap();
-            out.push((rec[..eq].to_vec(), rec[eq + 1..rec.len() - 1].to_vec()));
-            b = &b[len..];
-        }
-        out
-    }
 
     #[test]
     fn record_lengths_count_themselves() {

@@ -506,3 +506,31 @@ fn members_over_8_gib() {
     f.read_exact(&mut b).unwrap();
     assert_eq!(b, pattern(4096, 9));
 }
+
+/// What `pct restore` does with a file archive before extracting (PVE-FACTS §1.4): find the
+/// first `tar tf` line matching `(\./etc/vzdump/(pct|vps)\.conf)$`, then read that member with
+/// `tar -xpOf ARCHIVE MEMBER --occurrence`.
+#[test]
+fn pve_finds_the_config_member() {
+    require_root();
+    let conf = b"arch: amd64\nhostname: ct1\nunprivileged: 1\n";
+    let items = vec![
+        (item(b"", Kind::Dir, 0o755, 0, 0), Vec::new()),
+        (item(b"etc", Kind::Dir, 0o755, 0, 0), Vec::new()),
+        (item(b"etc/vzdump", Kind::Dir, 0o755, 0, 0), Vec::new()),
+        file(b"etc/vzdump/pct.conf", 0o644, 65534, 65534, conf),
+        file(b"etc/vzdump/pct.fw", 0o644, 65534, 65534, b""),
+    ];
+    let tmp = shm_dir();
+    let tar = tmp.path().join("vzdump-lxc-120-2026_11_23-06_00_00.tar");
+    write_tar(&tar, &items);
+    let t = tar.as_os_str().as_bytes();
+    let listing = run_str("tar", &[b"tf", t]);
+    let member = listing
+        .lines()
+        .find(|l| l.ends_with("./etc/vzdump/pct.conf"))
+        .expect("config member listed with ./");
+    assert_eq!(member, "./etc/vzdump/pct.conf");
+    let got = run("tar", &[b"-xpOf", t, member.as_bytes(), b"--occurrence"]);
+    assert_eq!(got, conf);
+}
