@@ -94,6 +94,23 @@ pub fn pct_extract(tar: &Path, dest: &Path, userns: bool) -> String {
 
 /// `pct_extract` with `LC_ALL` set to `locale` (GNU tar converts pax names through iconv).
 pub fn pct_extract_in_locale(tar: &Path, dest: &Path, userns: bool, locale: &str) -> String {
+    let (argv, out) = pct_extract_output(tar, dest, userns, locale);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "{argv:?} failed: {}\n{stderr}",
+        out.status
+    );
+    stderr
+}
+
+/// Runs the `pct restore` extraction and returns its argv and output, whatever the status.
+pub fn pct_extract_output(
+    tar: &Path,
+    dest: &Path,
+    userns: bool,
+    locale: &str,
+) -> (Vec<String>, Output) {
     require_program("tar", "tar");
     if userns {
         require_program("lxc-usernsexec", "lxc");
@@ -106,13 +123,7 @@ pub fn pct_extract_in_locale(tar: &Path, dest: &Path, userns: bool, locale: &str
         .stdin(Stdio::from(stdin))
         .output()
         .expect("spawn tar");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(
-        out.status.success(),
-        "{argv:?} failed: {}\n{stderr}",
-        out.status
-    );
-    stderr
+    (argv, out)
 }
 
 /// Runs a command with byte-string arguments; returns stdout, panicking with stderr on failure.

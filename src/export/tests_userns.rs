@@ -34,6 +34,10 @@ fn unprivileged_restore_shifts_ids() {
         name: b"security.capability".to_vec(),
         value: CAP_NET_RAW_V2.to_vec(),
     }];
+    let up = Kind::Symlink {
+        target: b"../shared".to_vec(),
+    };
+    let whiteout = Kind::CharDevice { major: 0, minor: 0 };
     let items = vec![
         (item(b"", Kind::Dir, 0o755, 0, 0), Vec::new()),
         (item(b"etc", Kind::Dir, 0o755, 0, 0), Vec::new()),
@@ -43,16 +47,17 @@ fn unprivileged_restore_shifts_ids() {
         shared,
         (www, Vec::new()),
         file(b"www/index.html", 0o644, 33, 33, b"<html>\n"),
+        (item(b"www/pipe", Kind::Fifo, 0o620, 33, 33), Vec::new()),
+        (item(b"www/up", up, 0o777, 33, 33), Vec::new()),
+        // An overlayfs whiteout (docker in an unprivileged CT): the one device node the
+        // kernel lets a user namespace create.
+        (item(b"www/whiteout", whiteout, 0o600, 0, 0), Vec::new()),
     ];
 
     let tmp = shm_dir();
     let tar = tmp.path().join("export.tar");
     write_tar(&tar, &items);
-    let dest = tmp.path().join("rootfs");
-    std::fs::create_dir(&dest).unwrap();
-    let root = rustix::fs::Uid::from_raw(100_000);
-    let root_gid = rustix::fs::Gid::from_raw(100_000);
-    rustix::fs::chown(&dest, Some(root), Some(root_gid)).unwrap();
+    let dest = mapped_rootfs(tmp.path());
     let stderr = pct_extract(&tar, &dest, true);
     assert_only_totals(&stderr);
 
@@ -67,6 +72,18 @@ fn unprivileged_restore_shifts_ids() {
         b"overflow id\n"
     );
     assert_eq!(stat(&at(&dest, b"www"), "%a"), "2775");
+    assert_eq!(
+        stat(&at(&dest, b"www/pipe"), "%F %u:%g %a"),
+        "fifo 100033:100033 620"
+    );
+    assert_eq!(
+        stat(&at(&dest, b"www/up"), "%F %u:%g"),
+        "symbolic link 100033:100033"
+    );
+    assert_eq!(
+        stat(&at(&dest, b"www/whiteout"), "%F %t:%T %u:%g"),
+        "character special file 0:0 100000:100000"
+    );
     assert_eq!(
         getfacl(&at(&dest, b"shared")),
         [
@@ -89,4 +106,41 @@ fn unprivileged_restore_shifts_ids() {
         getfattr_hex(&at(&dest, b"ping")),
         ["security.capability=0x0100000300200000000000000000000000000000a0860100"]
     );
+}
+
+/// A fact for the caller: inside the user namespace GNU tar cannot create a real device node,
+/// so one outside `./dev/` (which pct excludes) makes tar, and so `pct restore`, fail.
+#[test]
+fn unprivileged_restore_fails_on_real_device_nodes() {
+    require_root();
+    ensure_root_subids();
+    let null = Kind::CharDevice { major: 1, minor: 3 };
+    let items = vec![
+        (item(b"", Kind::Dir, 0o755, 0, 0), Vec::new()),
+        (item(b"dev", Kind::Dir, 0o755, 0, 0), Vec::new()),
+        (item(b"dev/null", null.clone(), 0o666, 0, 0), Vec::new()),
+        (item(b"null", null, 0o666, 0, 0), Vec::new()),
+    ];
+    let tmp = shm_dir();
+    let tar = tmp.path().join("export.tar");
+    write_tar(&tar, &items);
+    let dest = mapped_rootfs(tmp.path());
+    let (_, out) = pct_extract_output(&tar, &dest, true, "C");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("./null: Cannot mknod: Operation not permitted"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("dev/null"), "{stderr}");
+}
+
+/// The restore target as PVE prepares it for an unprivileged CT: owned by the mapped root.
+fn mapped_rootfs(parent: &std::path::Path) -> std::path::PathBuf {
+    let dest = parent.join("rootfs");
+    std::fs::create_dir(&dest).unwrap();
+    let uid = rustix::fs::Uid::from_raw(100_000);
+    let gid = rustix::fs::Gid::from_raw(100_000);
+    rustix::fs::chown(&dest, Some(uid), Some(gid)).unwrap();
+    dest
 }
