@@ -28,6 +28,8 @@ pub struct WalkOptions {
     pub excludes: Vec<Pattern>,
 }
 
+// Entries are nearly every event; boxing them would cost an allocation per file.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum WalkEvent {
     Entry(Entry),
