@@ -16,6 +16,11 @@ mod entry;
 mod restore_meta;
 mod xattr;
 
+#[cfg(test)]
+mod fixture;
+#[cfg(test)]
+mod tests_walk;
+
 use std::path::Path;
 
 /// A path for messages: `base/rel` with control and non-UTF-8 bytes escaped, so a warning
