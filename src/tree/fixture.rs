@@ -24,8 +24,14 @@ pub const MTIME: (i64, u32) = (1_600_000_000, 123_456_789);
 
 /// Runs a tool and insists on success; a missing tool names its Debian package.
 pub fn run(prog: &str, args: &[&OsStr], package: &str) -> Vec<u8> {
+    run_in(Path::new("/"), prog, args, package)
+}
+
+/// `run` with the working directory `dir`, so tools print relative names.
+pub fn run_in(dir: &Path, prog: &str, args: &[&OsStr], package: &str) -> Vec<u8> {
     let out = Command::new(prog)
         .args(args)
+        .current_dir(dir)
         .output()
         .unwrap_or_else(|e| panic!("cannot run {prog} ({e}): apt-get install {package}"));
     assert!(

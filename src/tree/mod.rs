@@ -19,6 +19,8 @@ mod xattr;
 #[cfg(test)]
 mod fixture;
 #[cfg(test)]
+mod tests_restore;
+#[cfg(test)]
 mod tests_walk;
 
 use std::path::Path;
