@@ -9,6 +9,7 @@ use super::{acl, xattr};
 use crate::item::{Extent, Item, Kind, Timestamp};
 use rustix::fd::BorrowedFd;
 use rustix::fs::{AtFlags, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
+use rustix::io::Errno;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
@@ -61,10 +62,14 @@ pub(crate) fn apply(
         match xattr::set(fd, xname, value) {
             Ok(()) => Ok(()),
             Err(e) if xattr::unsupported(e) => {
-                warnings.push(format!(
-                    "{shown}: xattr {} not supported here",
-                    xname.escape_ascii()
-                ));
+                let name = xname.escape_ascii();
+                warnings.push(format!("{shown}: xattr {name} not supported here"));
+                Ok(())
+            }
+            // Without root, trusted.* and security.* cannot be set: tar warns and goes on.
+            Err(e) if !as_root && (e == Errno::PERM || e == Errno::ACCESS) => {
+                let name = xname.escape_ascii();
+                warnings.push(format!("{shown}: xattr {name} needs root: {e}"));
                 Ok(())
             }
             Err(e) => Err(io_err(shown, "set an xattr")(e)),

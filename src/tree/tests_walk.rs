@@ -211,6 +211,8 @@ fn excludes_prune_like_tar() {
     for f in ["a/keep", "a/skip/x", "a/c.log", "top.log", "b/top.log"] {
         std::fs::write(r.join(f), b"x").unwrap();
     }
+    // A symlink to a directory is recorded, never followed.
+    std::os::unix::fs::symlink(r.join("a"), r.join("b/to_a")).unwrap();
     let excludes = vec![
         Pattern::new("skip"),
         Pattern::new("./top.log"),
@@ -223,7 +225,8 @@ fn excludes_prune_like_tar() {
     let (entries, warnings) = collect(r, &opts);
     assert!(warnings.is_empty(), "{warnings:?}");
     let paths: Vec<&[u8]> = entries.iter().map(|e| e.item.path.as_slice()).collect();
-    assert_eq!(paths, [&b""[..], b"a", b"a/keep", b"b"]);
+    assert_eq!(paths, [&b""[..], b"a", b"a/keep", b"b", b"b/to_a"]);
+    assert!(matches!(entries[4].item.kind, Kind::Symlink { .. }));
 }
 
 /// Unmounts on drop, so a failing test leaves no mount behind.
