@@ -6,7 +6,7 @@
 
 use super::{acl, xattr};
 use crate::item::{Item, Kind, Timestamp, Xattr};
-use rustix::fd::{AsFd, BorrowedFd};
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{AtFlags, Mode, OFlags, StatxFlags, StatxTimestamp};
 use rustix::io::Errno;
 use std::io;
@@ -19,6 +19,9 @@ pub(crate) struct Probe {
     pub nlink: u32,
     /// 512-byte blocks allocated, to spot files that may have holes.
     pub blocks: u64,
+    /// The `O_PATH` descriptor the metadata came from: opening `"."` through it reaches the
+    /// very directory that was stat'ed, even if its name was replaced meanwhile.
+    pub fd: OwnedFd,
 }
 
 pub(crate) enum ProbeError {
@@ -100,6 +103,7 @@ pub(crate) fn probe(
         ino: stx.stx_ino,
         nlink: stx.stx_nlink,
         blocks: stx.stx_blocks,
+        fd,
     })
 }
 

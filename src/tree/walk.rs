@@ -76,7 +76,7 @@ pub fn walk(root: &Path, opts: &WalkOptions) -> Result<Walk, WalkError> {
         path: root.to_path_buf(),
         source,
     })?;
-    let dir = open_dir(rustix::fs::CWD, root.as_os_str().as_bytes(), false).map_err(|e| {
+    let dir = open_dir(rustix::fs::CWD, root.as_os_str().as_bytes()).map_err(|e| {
         if e == Errno::NOTDIR {
             WalkError::NotDir { path: root.clone() }
         } else {
@@ -128,12 +128,10 @@ pub fn walk(root: &Path, opts: &WalkOptions) -> Result<Walk, WalkError> {
     Ok(walk)
 }
 
-/// Opens a directory for reading its entries, without atime updates where we may.
-fn open_dir(parent: BorrowedFd<'_>, name: &[u8], nofollow: bool) -> Result<OwnedFd, Errno> {
-    let mut flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOATIME;
-    if nofollow {
-        flags |= OFlags::NOFOLLOW;
-    }
+/// Opens a directory for reading its entries, without atime updates where we may. Below the
+/// root, `parent` is the entry's own `O_PATH` descriptor and `name` is `"."`.
+fn open_dir(parent: BorrowedFd<'_>, name: &[u8]) -> Result<OwnedFd, Errno> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOATIME;
     match rustix::fs::openat(parent, name, flags, Mode::empty()) {
         Err(Errno::PERM) => {
             rustix::fs::openat(parent, name, flags - OFlags::NOATIME, Mode::empty())
@@ -176,6 +174,7 @@ impl Walk {
             ino,
             nlink,
             blocks,
+            fd,
         } = match probed {
             Ok(p) => p,
             Err(e) => {
@@ -204,7 +203,7 @@ impl Walk {
             }
             Kind::File => self.sparse_map(parent, name, &mut item, blocks, &shown),
             Kind::Dir if self.opts.one_file_system && dev != self.root_dev => {}
-            Kind::Dir => match open_dir(parent, name, true).map_err(io::Error::from) {
+            Kind::Dir => match open_dir(fd.as_fd(), b".").map_err(io::Error::from) {
                 Ok(dir) => match read_names(dir.as_fd()) {
                     Ok(names) => {
                         child = Some(Frame {
