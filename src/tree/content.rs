@@ -100,7 +100,8 @@ pub fn data_extents(file: &File, size: u64) -> io::Result<Option<Vec<Extent>>> {
         });
         offset = end;
     }
-    if extents.len() == 1 && extents[0].offset == 0 && extents[0].len == size {
+    let dense = extents.len() == 1 && extents[0].offset == 0 && extents[0].len == size;
+    if size == 0 || dense {
         return Ok(None);
     }
     Ok(Some(extents))

@@ -316,3 +316,56 @@ fn content_keeps_its_length_when_the_file_changes() {
         .expect("a symlink must not be followed");
     assert!(err.to_string().contains(link.to_str().unwrap()), "{err}");
 }
+
+#[test]
+fn data_extents_edges() {
+    use super::content::data_extents;
+    use std::os::unix::fs::FileExt;
+    let tmp = fixture::shm_tempdir();
+    let path = tmp.path().join("f");
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    assert_eq!(data_extents(&file, 0).unwrap(), None);
+    file.set_len(1 << 20).unwrap();
+    assert_eq!(
+        data_extents(&file, 1 << 20).unwrap(),
+        Some(vec![]),
+        "all hole"
+    );
+    file.write_all_at(b"x", 8192).unwrap();
+    let one = Extent {
+        offset: 8192,
+        len: 4096,
+    };
+    assert_eq!(data_extents(&file, 1 << 20).unwrap(), Some(vec![one]));
+    // A map that ends in data is clamped to the size the walker saw.
+    assert_eq!(
+        data_extents(&file, 10000).unwrap(),
+        Some(vec![Extent {
+            offset: 8192,
+            len: 1808
+        }])
+    );
+    file.set_len(0).unwrap();
+    file.write_all_at(&[1u8; 12288], 0).unwrap();
+    assert_eq!(data_extents(&file, 12288).unwrap(), None, "dense");
+
+    // The walker and the reader agree on an all-hole file: nothing stored, zeros restored.
+    let holes = tmp.path().join("holes");
+    std::fs::File::create(&holes)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let (entries, _) = collect(tmp.path(), &WalkOptions::default());
+    let item = find(&entries, "holes");
+    assert_eq!((item.size, item.sparse.clone()), (1 << 20, Some(vec![])));
+    assert_eq!(
+        read_all(open_content(&holes, item).unwrap()),
+        (vec![], false)
+    );
+}
