@@ -369,3 +369,33 @@ fn data_extents_edges() {
         (vec![], false)
     );
 }
+
+#[test]
+fn hard_link_groups_name_their_first_path() {
+    let tmp = fixture::shm_tempdir();
+    let r = tmp.path();
+    std::fs::create_dir(r.join("a")).unwrap();
+    std::fs::write(r.join("a/x"), b"three names").unwrap();
+    std::fs::hard_link(r.join("a/x"), r.join("b")).unwrap();
+    std::fs::hard_link(r.join("a/x"), r.join("c")).unwrap();
+    std::fs::write(r.join("d"), b"two names").unwrap();
+    std::fs::hard_link(r.join("d"), r.join("e")).unwrap();
+    let (entries, _) = collect(r, &WalkOptions::default());
+    let kinds: Vec<(&[u8], Kind)> = entries
+        .iter()
+        .map(|e| (e.item.path.as_slice(), e.item.kind.clone()))
+        .collect();
+    let link = |t: &[u8]| Kind::Hardlink { target: t.to_vec() };
+    assert_eq!(
+        kinds,
+        vec![
+            (&b""[..], Kind::Dir),
+            (b"a", Kind::Dir),
+            (b"a/x", Kind::File),
+            (b"b", link(b"a/x")),
+            (b"c", link(b"a/x")),
+            (b"d", Kind::File),
+            (b"e", link(b"d")),
+        ]
+    );
+}

@@ -66,8 +66,10 @@ pub struct Walk {
     root_dev: (u32, u32),
     stack: Vec<Frame>,
     pending: VecDeque<WalkEvent>,
-    /// (device, inode) of multiply linked files -> the first path seen.
-    links: HashMap<(u32, u32, u64), Vec<u8>>,
+    /// (device, inode) of multiply linked files -> the first path seen and how many names
+    /// are still to come; a group is forgotten once all its names were seen, so the table
+    /// holds only groups that straddle the walk position.
+    links: HashMap<(u32, u32, u64), (Vec<u8>, u32)>,
 }
 
 /// Starts a walk. Fails only when `root` cannot be opened as a directory.
@@ -192,12 +194,17 @@ impl Walk {
         let mut child = None;
         match item.kind {
             Kind::File if nlink > 1 => {
-                if let Some(first) = self.links.get(&(dev.0, dev.1, ino)) {
+                let key = (dev.0, dev.1, ino);
+                if let Some((first, left)) = self.links.get_mut(&key) {
                     item.kind = Kind::Hardlink {
                         target: first.clone(),
                     };
+                    *left -= 1;
+                    if *left == 0 {
+                        self.links.remove(&key);
+                    }
                 } else {
-                    self.links.insert((dev.0, dev.1, ino), item.path.clone());
+                    self.links.insert(key, (item.path.clone(), nlink - 1));
                     self.sparse_map(parent, name, &mut item, blocks, &shown);
                 }
             }
