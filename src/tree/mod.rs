@@ -2,9 +2,9 @@
 //! metadata (`walk`), read file contents hole-aware (`content`), and write items back into a
 //! directory (`restore`); `acl` is the POSIX ACL xattr codec both sides share.
 //!
-//! Everything here works on directory file descriptors (`openat` and friends, never `O_PATH`
-//! plus a re-resolved string), so paths deeper than PATH_MAX work and a restore can never be
-//! steered outside its destination through a symlink. This module knows nothing about the
+//! Everything below the root works on directory file descriptors (`openat` and friends, never
+//! a full path string), so paths deeper than PATH_MAX work and a restore can never be steered
+//! outside its destination through a symlink. This module knows nothing about the
 //! repository or about Proxmox: id translation and chunking happen in the caller.
 
 pub mod acl;
