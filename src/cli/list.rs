@@ -22,6 +22,21 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: Args) -> Result<Outcome> {
+    match list(global, args) {
+        // `proxborg list ARCHIVE | head` is not an error.
+        Err(e) if is_broken_pipe(&e) => Ok(Outcome::Success),
+        other => other,
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn list(global: &Global, args: Args) -> Result<Outcome> {
     let (repo, mut warnings) = access::open(global)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let Some(name) = &args.archive else {

@@ -10,6 +10,7 @@ mod config;
 mod create;
 mod create_tree;
 mod delete;
+mod export_tar;
 mod extract;
 mod extract_tree;
 mod generate;
@@ -62,6 +63,8 @@ enum Command {
     Info(info::Args),
     /// Restore an archive (or some of its paths) into a directory, or a file to stdout
     Extract(extract::Args),
+    /// Write an archive as a tar stream that `pct restore` and GNU tar accept
+    ExportTar(export_tar::Args),
     /// Verify the repository's structure and, with --verify-data, its contents
     Check(check::Args),
     /// Delete archives (their space is freed by a later compact)
@@ -97,6 +100,7 @@ pub fn main() -> ExitCode {
         Command::List(a) => list::run(&cli.global, a),
         Command::Info(a) => info::run(&cli.global, a),
         Command::Extract(a) => extract::run(&cli.global, a),
+        Command::ExportTar(a) => export_tar::run(&cli.global, a),
         Command::Check(a) => check::run(&cli.global, a),
         Command::Delete(a) => delete::run(&cli.global, a),
         Command::Prune(a) => prune::run(&cli.global, a),

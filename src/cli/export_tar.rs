@@ -1,0 +1,169 @@
+//! `proxborg export-tar ARCHIVE FILE|-`: the archive as a POSIX pax tar that GNU tar, and so
+//! `pct restore`, extracts with owners, ACLs, xattrs, hard links and holes. A file is written
+//! as a temporary next to it and renamed at the end, so a failed export leaves nothing behind;
+//! `-` streams to stdout (uncompressed unless asked: `pct restore -` cannot decompress).
+
+use super::progress::Progress;
+use super::{access, Global, Outcome};
+use crate::export::TarWriter;
+use crate::item::filter::Selection;
+use crate::item::pattern::Pattern;
+use crate::retrieve::ArchiveReader;
+use anyhow::{bail, Context, Result};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TarCompression {
+    None,
+    Zstd(i32),
+    Gzip,
+}
+
+fn parse_compression(s: &str) -> Result<TarCompression, String> {
+    match s {
+        "none" => Ok(TarCompression::None),
+        "gzip" => Ok(TarCompression::Gzip),
+        "zstd" => Ok(TarCompression::Zstd(3)),
+        _ => s
+            .strip_prefix("zstd,")
+            .and_then(|n| n.parse().ok())
+            .filter(|n| (1..=19).contains(n))
+            .map(TarCompression::Zstd)
+            .ok_or_else(|| {
+                format!("invalid compression {s:?}: expected none, zstd[,1-19] or gzip")
+            }),
+    }
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Archive to export
+    archive: String,
+    /// Output file, or - for stdout
+    output: PathBuf,
+    /// Only these paths (and what is below them)
+    paths: Vec<String>,
+    /// Leave out paths matching PATTERN
+    #[arg(long, value_name = "PATTERN")]
+    exclude: Vec<String>,
+    /// Drop this many leading path components
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    strip_components: usize,
+    /// none, zstd[,N] or gzip (default none; name the file .tar.zst / .tar.gz to match)
+    #[arg(long, value_parser = parse_compression, default_value = "none")]
+    compression: TarCompression,
+    /// Show progress (on a terminal only)
+    #[arg(long)]
+    progress: bool,
+}
+
+pub fn run(global: &Global, args: Args) -> Result<Outcome> {
+    let to_stdout = args.output.as_os_str() == "-";
+    if to_stdout && std::io::stdout().is_terminal() {
+        bail!("refusing to write a tar stream to a terminal: give a file or redirect stdout");
+    }
+    let (repo, warnings) = access::open(global)?;
+    let (_, manifest) = repo.find_archive(&args.archive)?;
+    let selection = Selection {
+        includes: args.paths.iter().map(|p| Selection::normalize(p)).collect(),
+        excludes: args.exclude.iter().map(|p| Pattern::new(p)).collect(),
+        strip_components: args.strip_components,
+    };
+    let progress = Progress::new(args.progress);
+    let reader = ArchiveReader::open(&repo, &manifest, selection);
+    if to_stdout {
+        let out = std::io::stdout().lock();
+        write_tar(reader, compress(out, args.compression)?, &progress)?;
+    } else {
+        let dir = match args.output.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let tmp = tempfile::Builder::new()
+            .prefix(".proxborg-export-")
+            .tempfile_in(&dir)
+            .with_context(|| format!("creating a file in {}", dir.display()))?;
+        let file = tmp.reopen()?;
+        write_tar(reader, compress(file, args.compression)?, &progress)?;
+        tmp.as_file().sync_all()?;
+        persist(tmp, &args.output)?;
+    }
+    progress.finish();
+    Ok(if warnings > 0 {
+        Outcome::Warnings
+    } else {
+        Outcome::Success
+    })
+}
+
+fn persist(tmp: tempfile::NamedTempFile, to: &Path) -> Result<()> {
+    tmp.persist(to)
+        .map_err(|e| anyhow::anyhow!("{}: {}", to.display(), e.error))?;
+    Ok(())
+}
+
+/// The compressor around the output; `finish` must be called to complete the frame.
+enum Sink<W: Write> {
+    Plain(W),
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Gzip(flate2::write::GzEncoder<W>),
+}
+
+fn compress<W: Write>(out: W, c: TarCompression) -> Result<Sink<W>> {
+    Ok(match c {
+        TarCompression::None => Sink::Plain(out),
+        TarCompression::Zstd(level) => {
+            let mut enc = zstd::stream::write::Encoder::new(out, level)?;
+            // The tar writer is cheap; let zstd use the other core.
+            enc.multithread(2)?;
+            Sink::Zstd(enc)
+        }
+        TarCompression::Gzip => Sink::Gzip(flate2::write::GzEncoder::new(
+            out,
+            flate2::Compression::default(),
+        )),
+    })
+}
+
+impl<W: Write> Write for Sink<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Sink::Plain(w) => w.write(buf),
+            Sink::Zstd(w) => w.write(buf),
+            Sink::Gzip(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Plain(w) => w.flush(),
+            Sink::Zstd(w) => w.flush(),
+            Sink::Gzip(w) => w.flush(),
+        }
+    }
+}
+
+impl<W: Write> Sink<W> {
+    fn finish(self) -> std::io::Result<W> {
+        match self {
+            Sink::Plain(w) => Ok(w),
+            Sink::Zstd(w) => w.finish(),
+            Sink::Gzip(w) => w.finish(),
+        }
+    }
+}
+
+fn write_tar<W: Write>(reader: ArchiveReader, sink: Sink<W>, progress: &Progress) -> Result<()> {
+    let mut tar = TarWriter::new(sink);
+    let mut count = 0u64;
+    for entry in reader {
+        let mut entry = entry?;
+        tar.append(&entry.item, &mut entry.content)?;
+        count += 1;
+        progress.set(|| format!("{count} entries"));
+    }
+    let sink = tar.finish()?;
+    let mut out = sink.finish()?;
+    out.flush()?;
+    Ok(())
+}
