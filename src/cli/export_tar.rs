@@ -155,12 +155,10 @@ impl<W: Write> Sink<W> {
 
 fn write_tar<W: Write>(reader: ArchiveReader, sink: Sink<W>, progress: &Progress) -> Result<()> {
     let mut tar = TarWriter::new(sink);
-    let mut count = 0u64;
-    for entry in reader {
+    for (count, entry) in reader.enumerate() {
         let mut entry = entry?;
         tar.append(&entry.item, &mut entry.content)?;
-        count += 1;
-        progress.set(|| format!("{count} entries"));
+        progress.set(|| format!("{} entries", count + 1));
     }
     let sink = tar.finish()?;
     let mut out = sink.finish()?;

@@ -25,10 +25,8 @@ pub fn restore(
         },
     )?;
     let mut failures = 0u64;
-    let mut count = 0u64;
-    for entry in reader {
+    for (count, entry) in reader.enumerate() {
         let mut entry = entry?;
-        count += 1;
         if let Err(e) = restorer.put(&entry.item, &mut entry.content) {
             eprintln!("proxborg: error: {e}");
             failures += 1;
@@ -43,7 +41,7 @@ pub fn restore(
         for w in restorer.take_warnings() {
             super::warn(w);
         }
-        progress.set(|| format!("{count} entries: {}", display_path(&entry.item.path)));
+        progress.set(|| format!("{} entries: {}", count + 1, display_path(&entry.item.path)));
     }
     restorer.finish()?;
     Ok(failures)
