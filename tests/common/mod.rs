@@ -148,3 +148,31 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// Builds the every-kind-of-entry tree of `tests/common/tree.sh` at `root`, ids from `base`.
+pub fn build_tree(root: &Path, base: u32) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/tree.sh");
+    sh(&format!("{script} '{}' {base}", root.display()));
+}
+
+/// Everything about a tree that a restore must reproduce, as text to compare: one line per
+/// entry (type, mode, owner, size, mtime ns, link target, device numbers, link count, content
+/// hash), then `getfacl -n` and `getfattr -d -m -` dumps. atime is left out (reading changes it).
+pub fn tree_dump(root: &Path) -> String {
+    sh(&format!(
+        "cd '{}' && find . -printf '%p|%y|%m|%U|%G|%s|%T@|%l|%n\\n' | LC_ALL=C sort | while IFS= read -r line; do \
+           p=${{line%%|*}}; extra=''; \
+           if [ -b \"$p\" ] || [ -c \"$p\" ]; then extra=$(stat -c '%t,%T' \"$p\"); fi; \
+           if [ -f \"$p\" ] && [ ! -L \"$p\" ]; then extra=$(md5sum < \"$p\" | cut -c1-32); fi; \
+           echo \"$line|$extra\"; done; \
+         getfacl -R -n -p -P . 2>/dev/null | LC_ALL=C sort; \
+         getfattr -R -h -d -m - -e hex . 2>/dev/null | LC_ALL=C sort",
+        root.display()
+    ))
+}
+
+/// Blocks allocated to a file (st_blocks, 512-byte units).
+pub fn blocks(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).unwrap().blocks()
+}
