@@ -17,6 +17,8 @@ use crate::repo::reader::{PendingBlob, Prefetcher};
 use crate::repo::{Manifest, RepoError, Repository};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 /// Blobs requested ahead of the consumer (at most 4 MiB each).
@@ -85,6 +87,7 @@ impl Read for Content {
 }
 
 pub struct ArchiveReader {
+    cancelled: Arc<AtomicBool>,
     entries: Receiver<Result<Entry, RepoError>>,
     producer: Option<JoinHandle<()>>,
 }
@@ -93,6 +96,7 @@ impl ArchiveReader {
     pub fn open(repo: &Repository, manifest: &Manifest, selection: Selection) -> Self {
         let source = repo.blob_source();
         let prefetch = Prefetcher::new(source.clone(), 2, MAX_IN_FLIGHT);
+        let cancelled = prefetch.cancel_flag();
         let blobs = manifest.item_stream.clone();
         let (tx, rx) = bounded(ENTRIES_AHEAD);
         let producer = std::thread::spawn(move || {
@@ -100,6 +104,7 @@ impl ArchiveReader {
             produce(items, &selection, &prefetch, &tx);
         });
         ArchiveReader {
+            cancelled,
             entries: rx,
             producer: Some(producer),
         }
@@ -115,8 +120,9 @@ impl Iterator for ArchiveReader {
 
 impl Drop for ArchiveReader {
     fn drop(&mut self) {
-        // Disconnecting makes the producer's next send fail, so it stops; queued entries and
-        // their pending blobs are dropped with the channel, releasing their in-flight slots.
+        // The producer may be blocked on the in-flight limit by blobs queued in entries we
+        // never took: cancel first, then disconnect so its next send fails.
+        self.cancelled.store(true, Ordering::Relaxed);
         let (_, dead) = bounded(0);
         drop(std::mem::replace(&mut self.entries, dead));
         if let Some(p) = self.producer.take() {
@@ -186,7 +192,10 @@ fn produce(
         for id in ids {
             // Blocks while MAX_IN_FLIGHT blobs wait for the consumer; a consumer that dropped
             // this entry makes the send fail and the pending blob frees its slot at once.
-            let _ = btx.send(prefetch.request(id));
+            let Some(pending) = prefetch.request(id) else {
+                return;
+            };
+            let _ = btx.send(pending);
         }
     }
 }

@@ -31,10 +31,7 @@ fn every_kind_of_entry_round_trips_through_create_and_extract() {
     }
     // The parts of the dump worth asserting on their own, so a silent tool change cannot
     // make both sides equally empty.
-    assert!(
-        a.contains("user:33:r-x"),
-        "ACL missing from the dump"
-    );
+    assert!(a.contains("user:33:r-x"), "ACL missing from the dump");
     assert!(
         a.contains("security.capability="),
         "capability missing from the dump"

@@ -71,10 +71,11 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
         strip_components: args.strip_components,
     };
     let progress = Progress::new(args.progress);
+    let (first, selection) = config_first(&repo, &manifest, selection)?;
     let reader = ArchiveReader::open(&repo, &manifest, selection);
     if to_stdout {
         let out = std::io::stdout().lock();
-        write_tar(reader, compress(out, args.compression)?, &progress)?;
+        write_tar(first, reader, compress(out, args.compression)?, &progress)?;
     } else {
         let dir = match args.output.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
@@ -85,7 +86,7 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
             .tempfile_in(&dir)
             .with_context(|| format!("creating a file in {}", dir.display()))?;
         let file = tmp.reopen()?;
-        write_tar(reader, compress(file, args.compression)?, &progress)?;
+        write_tar(first, reader, compress(file, args.compression)?, &progress)?;
         tmp.as_file().sync_all()?;
         persist(tmp, &args.output)?;
     }
@@ -153,8 +154,67 @@ impl<W: Write> Sink<W> {
     }
 }
 
-fn write_tar<W: Write>(reader: ArchiveReader, sink: Sink<W>, progress: &Progress) -> Result<()> {
+/// vzdump puts these first, and `pct restore` takes the first `./etc/vzdump/pct.conf` it
+/// finds (PVE-FACTS §1.4), so they lead the stream whatever their place in the archive.
+const CONFIG_FIRST: [&str; 2] = ["etc/vzdump/pct.conf", "etc/vzdump/pct.fw"];
+/// Larger "config files" are left in place rather than held in memory.
+const CONFIG_MAX: u64 = 16 << 20;
+
+/// The config entries to write first (with their contents), and the selection for the rest.
+/// Archives made by proxborg's container backups already start with them: no extra pass.
+fn config_first(
+    repo: &crate::repo::Repository,
+    manifest: &crate::repo::Manifest,
+    selection: Selection,
+) -> Result<(Vec<(crate::item::Item, Vec<u8>)>, Selection)> {
+    if selection.strip_components > 0 {
+        return Ok((Vec::new(), selection));
+    }
+    let mut probe = ArchiveReader::open(repo, manifest, Selection::default());
+    let already_first = match probe.next() {
+        Some(Ok(e)) => e.item.path == CONFIG_FIRST[0].as_bytes(),
+        _ => true, // empty or damaged: the main pass reports it
+    };
+    drop(probe);
+    if already_first {
+        return Ok((Vec::new(), selection));
+    }
+    let wanted = Selection {
+        includes: CONFIG_FIRST.iter().map(|p| p.as_bytes().to_vec()).collect(),
+        ..Default::default()
+    };
+    let mut first = Vec::new();
+    for entry in ArchiveReader::open(repo, manifest, wanted) {
+        let mut entry = entry?;
+        let path = entry.item.path.clone();
+        if !CONFIG_FIRST.iter().any(|p| p.as_bytes() == path) || !selection.selects(&path) {
+            continue;
+        }
+        if !entry.item.is_file() || entry.item.stored_len() > CONFIG_MAX {
+            return Ok((Vec::new(), selection));
+        }
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry.content, &mut data)?;
+        first.push((entry.item, data));
+    }
+    let mut rest = selection;
+    for (item, _) in &first {
+        let anchored = format!("/{}", String::from_utf8_lossy(&item.path));
+        rest.excludes.push(Pattern::new(&anchored));
+    }
+    Ok((first, rest))
+}
+
+fn write_tar<W: Write>(
+    first: Vec<(crate::item::Item, Vec<u8>)>,
+    reader: ArchiveReader,
+    sink: Sink<W>,
+    progress: &Progress,
+) -> Result<()> {
     let mut tar = TarWriter::new(sink);
+    for (item, data) in first {
+        tar.append(&item, &mut data.as_slice())?;
+    }
     for (count, entry) in reader.enumerate() {
         let mut entry = entry?;
         tar.append(&entry.item, &mut entry.content)?;

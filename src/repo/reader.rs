@@ -9,9 +9,11 @@ use super::error::{RepoError, Result};
 use super::id::ChunkId;
 use super::index::Index;
 use super::pack::pack_key;
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{bounded, Receiver, SendTimeoutError, Sender};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// What a reader thread needs to fetch and verify blobs; cheap to clone.
 #[derive(Clone)]
@@ -40,6 +42,7 @@ struct Job {
 }
 
 pub struct Prefetcher {
+    cancelled: Arc<AtomicBool>,
     jobs: Option<Sender<Job>>,
     workers: Vec<JoinHandle<()>>,
     tokens_tx: Sender<()>,
@@ -81,6 +84,7 @@ impl Prefetcher {
             .collect();
         let (tokens_tx, tokens_rx) = bounded(max_in_flight.max(1));
         Prefetcher {
+            cancelled: Arc::new(AtomicBool::new(false)),
             jobs: Some(job_tx),
             workers,
             tokens_tx,
@@ -88,17 +92,34 @@ impl Prefetcher {
         }
     }
 
+    /// A flag that makes a `request` blocked on the in-flight limit give up: the consumer
+    /// sets it when it stops reading, since the blobs holding the slots may never be dropped
+    /// while the requester waits (they can sit in a channel the requester owns).
+    pub fn cancel_flag(&self) -> Arc<AtomicBool> {
+        self.cancelled.clone()
+    }
+
     /// Queues a read; blocks while `max_in_flight` blobs are requested and not yet consumed.
-    pub fn request(&self, id: ChunkId) -> PendingBlob {
-        let _ = self.tokens_tx.send(());
+    /// `None` once cancelled.
+    pub fn request(&self, id: ChunkId) -> Option<PendingBlob> {
+        loop {
+            if self.cancelled.load(Ordering::Relaxed) {
+                return None;
+            }
+            match self.tokens_tx.send_timeout((), Duration::from_millis(20)) {
+                Ok(()) => break,
+                Err(SendTimeoutError::Timeout(())) => continue,
+                Err(SendTimeoutError::Disconnected(())) => return None,
+            }
+        }
         let (reply, rx) = bounded(1);
         if let Some(jobs) = &self.jobs {
             let _ = jobs.send(Job { id, reply });
         }
-        PendingBlob {
+        Some(PendingBlob {
             rx,
             tokens: self.tokens_rx.clone(),
-        }
+        })
     }
 }
 

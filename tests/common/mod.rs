@@ -155,6 +155,31 @@ pub fn build_tree(root: &Path, base: u32) {
     sh(&format!("{script} '{}' {base}", root.display()));
 }
 
+/// The same tree without device nodes outside ./dev, as an unprivileged container has.
+pub fn build_container_tree(root: &Path, base: u32) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/tree.sh");
+    sh(&format!("{script} '{}' {base} nodevices", root.display()));
+}
+
+/// GNU tar's arguments exactly as `pct restore` runs them (PVE-FACTS §1.2), reading stdin.
+pub const PCT_RESTORE_TAR: &str =
+    "tar xpf - --totals --one-file-system -p --sparse --numeric-owner \
+    --acls --xattrs --xattrs-include=user.* --xattrs-include=security.capability \
+    --warning=no-file-ignored --warning=no-xattr-write";
+
+/// `PCT_RESTORE_TAR` into `dest`, with the trailing flags of the real command line.
+pub fn pct_restore_tar(dest: &Path) -> String {
+    format!(
+        "{PCT_RESTORE_TAR} -C '{}' --skip-old-files --anchored --exclude './dev/*'",
+        dest.display()
+    )
+}
+
+/// Adds the id range every PVE host has to /etc/subuid and /etc/subgid if missing.
+pub fn ensure_subids() {
+    sh("for f in /etc/subuid /etc/subgid; do grep -qx 'root:100000:65536' $f 2>/dev/null || echo 'root:100000:65536' >> $f; done");
+}
+
 /// Everything about a tree that a restore must reproduce, as text to compare: one line per
 /// entry (type, mode, owner, size, mtime ns, link target, device numbers, link count, content
 /// hash), then `getfacl -n` and `getfattr -d -m -` dumps. atime is left out (reading changes it).
@@ -165,8 +190,8 @@ pub fn tree_dump(root: &Path) -> String {
            if [ -b \"$p\" ] || [ -c \"$p\" ]; then extra=$(stat -c '%t,%T' \"$p\"); fi; \
            if [ -f \"$p\" ] && [ ! -L \"$p\" ]; then extra=$(md5sum < \"$p\" | cut -c1-32); fi; \
            echo \"$line|$extra\"; done; \
-         getfacl -R -n -p -P . 2>/dev/null | LC_ALL=C sort; \
-         getfattr -R -h -d -m - -e hex . 2>/dev/null | LC_ALL=C sort",
+         getfacl -R -n -p -P . 2>/dev/null | awk 'BEGIN{{RS=\"\"}} {{gsub(\"\\n\", \" ; \"); print}}' | LC_ALL=C sort; \
+         getfattr -R -h -d -m - -e hex . 2>/dev/null | awk 'BEGIN{{RS=\"\"}} {{gsub(\"\\n\", \" ; \"); print}}' | LC_ALL=C sort",
         root.display()
     ))
 }

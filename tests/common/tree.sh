@@ -1,9 +1,11 @@
 #!/bin/bash
 # Builds a tree with every kind of entry proxborg must keep, under $1, owned from id base $2
 # (0 for a host tree, 100000 for an unprivileged container's files as the host sees them).
+# With a third argument "nodevices", no device nodes outside ./dev (an unprivileged container
+# cannot have any, and tar inside its user namespace cannot create them).
 # Needs a filesystem with POSIX ACLs, user xattrs and file capabilities (tmpfs has them).
 set -euo pipefail
-root=$1 base=${2:-0}
+root=$1 base=${2:-0} devices=${3:-devices}
 mkdir -p "$root"
 cd "$root"
 id() { echo $((base + $1)); }
@@ -30,7 +32,7 @@ ln -s "$(printf 'odd target\twith tab and \xff byte')" etc/odd-link
 ln -s /nonexistent/absolute etc/dangling
 mkfifo srv/fifo
 mknod dev/null-copy c 1 3
-mknod srv/blockdev b 7 0
+[ "$devices" = nodevices ] || mknod srv/blockdev b 7 0
 # ACLs naming a container user, access and default.
 setfacl -m "u:$(id 33):rx,g:$(id 33):r" var/www/html/index.html
 setfacl -m "u:$(id 33):rwx" -d -m "u:$(id 33):rx,g::rx" var/www/html
