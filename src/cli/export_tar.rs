@@ -160,13 +160,16 @@ const CONFIG_FIRST: [&str; 2] = ["etc/vzdump/pct.conf", "etc/vzdump/pct.fw"];
 /// Larger "config files" are left in place rather than held in memory.
 const CONFIG_MAX: u64 = 16 << 20;
 
+/// An entry read into memory.
+type Loaded = (crate::item::Item, Vec<u8>);
+
 /// The config entries to write first (with their contents), and the selection for the rest.
 /// Archives made by proxborg's container backups already start with them: no extra pass.
 fn config_first(
     repo: &crate::repo::Repository,
     manifest: &crate::repo::Manifest,
     selection: Selection,
-) -> Result<(Vec<(crate::item::Item, Vec<u8>)>, Selection)> {
+) -> Result<(Vec<Loaded>, Selection)> {
     if selection.strip_components > 0 {
         return Ok((Vec::new(), selection));
     }
@@ -206,7 +209,7 @@ fn config_first(
 }
 
 fn write_tar<W: Write>(
-    first: Vec<(crate::item::Item, Vec<u8>)>,
+    first: Vec<Loaded>,
     reader: ArchiveReader,
     sink: Sink<W>,
     progress: &Progress,
