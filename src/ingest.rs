@@ -62,13 +62,14 @@ impl<'r> ArchiveBuilder<'r> {
     /// when `item.sparse` is set); for a file without a sparse map, `size` becomes the number of
     /// bytes read, so streams of unknown length need no size up front. If reading fails, the
     /// item is not added and the error says which path. `linked` says later `Hardlink` items
-    /// may name this file (its chunk list is then kept in memory until the end).
+    /// may name this file (its chunk list is then kept in memory until the end). Returns the
+    /// item as stored (chunks filled in).
     pub fn add(
         &mut self,
         mut item: Item,
         content: Option<&mut dyn Read>,
         linked: bool,
-    ) -> Result<(), IngestError> {
+    ) -> Result<Item, IngestError> {
         match &item.kind {
             Kind::File => {
                 let mut empty = std::io::empty();
@@ -122,7 +123,33 @@ impl<'r> ArchiveBuilder<'r> {
             }
             _ => {}
         }
+        self.push_item(&item)?;
+        Ok(item)
+    }
+
+    /// Adds a file whose chunks are already known (a files-cache hit): nothing is read.
+    pub fn add_known(&mut self, item: Item, linked: bool) -> Result<(), IngestError> {
+        let stored = item.stored_len();
+        self.stats.files += 1;
+        self.stats.original_size += stored;
+        self.stats.chunks += item.chunks.len() as u64;
+        if linked {
+            self.link_groups.insert(
+                item.path.clone(),
+                LinkGroup {
+                    size: item.size,
+                    sparse: item.sparse.clone(),
+                    chunks: item.chunks.clone(),
+                },
+            );
+        }
         self.push_item(&item)
+    }
+
+    /// Are all these blobs in the repository (so a cached chunk list can be reused)?
+    pub fn has_blobs(&self, chunks: &[ChunkRef]) -> bool {
+        let index = self.repo.index();
+        chunks.iter().all(|c| index.contains(&c.id))
     }
 
     /// Was `path` added as a regular file, so a hard link to it can be recorded?

@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod export;
+pub mod files_cache;
 pub mod host;
 pub mod ingest;
 pub mod item;

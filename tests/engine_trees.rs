@@ -143,3 +143,39 @@ fn unreadable_file_is_a_warning_and_the_archive_is_still_made() {
     );
     assert_eq!(s.ok(&["extract", "w", "ok", "--stdout"]).stdout, b"fine");
 }
+
+#[test]
+fn files_cache_skips_unchanged_files_and_notices_changes() {
+    let s = Scratch::new();
+    s.init("none");
+    let src = s.path("src");
+    std::fs::create_dir(&src).unwrap();
+    for i in 0..5u64 {
+        std::fs::write(src.join(format!("f{i}")), noise(300 << 10, i)).unwrap();
+    }
+    sh(&format!("touch -d 2020-01-01 {}/*", src.display()));
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // ctimes older than start - 1 s
+    let src_s = src.to_str().unwrap();
+    s.ok(&["create", "a", src_s, "--files-cache", "mtime,size"]);
+    // Same size, same mtime, new bytes: only a cache hit can keep the old content.
+    let old = std::fs::read(src.join("f1")).unwrap();
+    std::fs::write(src.join("f1"), noise(300 << 10, 99)).unwrap();
+    sh(&format!("touch -d 2020-01-01 {}/f1", src.display()));
+    s.ok(&["create", "b", src_s, "--files-cache", "mtime,size"]);
+    assert!(
+        s.ok(&["extract", "b", "f1", "--stdout"]).stdout == old,
+        "mtime,size mode read the file"
+    );
+    s.ok(&["create", "c", src_s]);
+    let new = std::fs::read(src.join("f1")).unwrap();
+    assert!(
+        s.ok(&["extract", "c", "f1", "--stdout"]).stdout == new,
+        "ctime change not noticed"
+    );
+    s.ok(&["create", "d", src_s, "--files-cache", "off"]);
+    assert!(s.ok(&["extract", "d", "f1", "--stdout"]).stdout == new);
+    // Deleting the cache is harmless.
+    std::fs::remove_dir_all(s.path("cache")).unwrap();
+    s.ok(&["create", "e", src_s]);
+    assert!(s.ok(&["extract", "e", "f1", "--stdout"]).stdout == new);
+}

@@ -4,6 +4,7 @@
 
 use super::progress::Progress;
 use super::{access, create_tree, Global, Outcome};
+use crate::files_cache::{FilesCache, Mode as FilesCacheMode};
 use crate::ingest::ArchiveBuilder;
 use crate::item::{Item, Kind, Timestamp};
 use crate::repo::{Compression, Manifest, ObjectId};
@@ -30,6 +31,13 @@ pub struct Args {
     /// Compression for this archive's new blobs: none, zstd,N or auto,zstd,N
     #[arg(long)]
     compression: Option<Compression>,
+    /// Which metadata marks a file unchanged so it is not read again: ctime,size,inode,
+    /// mtime,size, or off
+    #[arg(long, value_name = "MODE", default_value = "ctime,size,inode")]
+    files_cache: FilesCacheMode,
+    /// Forget files not seen in this many backups
+    #[arg(long, value_name = "RUNS", default_value_t = 20)]
+    files_cache_ttl: u32,
     /// Show progress (on a terminal only)
     #[arg(long)]
     progress: bool,
@@ -52,6 +60,7 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     let mut builder = ArchiveBuilder::new(&repo, args.compression.or(conf.compression));
     let excludes: Vec<String> = conf.excludes.iter().chain(&args.exclude).cloned().collect();
     let mut metadata = BTreeMap::new();
+    let mut files_cache_to_save = None;
     if args.source.as_os_str() == "-" {
         metadata.insert("kind".into(), "stream".into());
         ingest_stream(
@@ -69,13 +78,16 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
         let ft = meta.file_type();
         if ft.is_dir() {
             metadata.insert("kind".into(), "directory".into());
-            create_tree::ingest_dir(
-                &mut builder,
-                &source,
-                &excludes,
-                args.one_file_system,
-                &progress,
-            )?;
+            let tree = create_tree::TreeSource {
+                root: &source,
+                source_id: source.to_string_lossy().into_owned(),
+                prefix: Vec::new(),
+                excludes: &excludes,
+                one_file_system: args.one_file_system,
+            };
+            let mut cache = files_cache(&repo, args.files_cache, args.files_cache_ttl);
+            create_tree::ingest_dir(&mut builder, &tree, &mut cache, &progress)?;
+            files_cache_to_save = Some(cache);
         } else if ft.is_file() || ft.is_block_device() {
             let kind = if ft.is_file() { "file" } else { "block-device" };
             metadata.insert("kind".into(), kind.into());
@@ -95,6 +107,13 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     }
     let warnings = builder.stats().warnings + damaged;
     let (id, manifest) = builder.finish(&args.name, metadata)?;
+    if let Some(cache) = files_cache_to_save {
+        if let Err(e) = cache.save() {
+            super::warn(format!(
+                "files cache not saved (the next backup reads everything): {e}"
+            ));
+        }
+    }
     progress.finish();
     report(&args, &id, &manifest)?;
     Ok(if warnings > 0 {
@@ -102,6 +121,21 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     } else {
         Outcome::Success
     })
+}
+
+/// The files cache of this repository, loaded for a backup starting now.
+pub(super) fn files_cache(
+    repo: &crate::repo::Repository,
+    mode: FilesCacheMode,
+    ttl: u32,
+) -> FilesCache {
+    let now = jiff::Timestamp::now();
+    let start = Timestamp {
+        secs: now.as_second(),
+        nanos: now.subsec_nanosecond() as u32,
+    };
+    let path = crate::files_cache::cache_dir(&repo.config().id).join("files");
+    FilesCache::load(path, mode, ttl, start)
 }
 
 /// One entry whose content is read to the end; its size is whatever arrives.

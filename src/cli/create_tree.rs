@@ -1,35 +1,45 @@
-//! Feeding a directory walk into an archive: the glue between `tree::walk` and `ingest`.
-//! A file that cannot be read, vanished or changed while being read is a warning (exit 1)
-//! and the walk goes on; only repository failures stop the backup.
+//! Feeding a directory walk into an archive: the glue between `tree::walk`, the files cache
+//! and `ingest`. A file that cannot be read, vanished or changed while being read is a
+//! warning (exit 1) and the walk goes on; only repository failures stop the backup.
 
 use super::progress::Progress;
+use crate::files_cache::FilesCache;
 use crate::ingest::{display_path, ArchiveBuilder, IngestError};
 use crate::item::pattern::Pattern;
 use crate::item::{Item, Kind};
 use crate::tree::content::{self, FileContent};
 use crate::tree::walk::{walk, Entry, WalkEvent, WalkOptions};
 use anyhow::Result;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+
+/// One source tree being ingested: where it is, what identifies it across runs.
+pub struct TreeSource<'a> {
+    pub root: &'a Path,
+    /// Stable identity for the files cache (canonical path, or a ZFS dataset GUID).
+    pub source_id: String,
+    /// Where this tree goes inside the archive (empty: the root).
+    pub prefix: Vec<u8>,
+    pub excludes: &'a [String],
+    pub one_file_system: bool,
+}
 
 pub fn ingest_dir(
     builder: &mut ArchiveBuilder,
-    root: &Path,
-    excludes: &[String],
-    one_file_system: bool,
+    source: &TreeSource,
+    cache: &mut FilesCache,
     progress: &Progress,
 ) -> Result<()> {
     let opts = WalkOptions {
-        one_file_system,
-        excludes: excludes.iter().map(|p| Pattern::new(p)).collect(),
+        one_file_system: source.one_file_system,
+        excludes: source.excludes.iter().map(|p| Pattern::new(p)).collect(),
     };
-    for event in walk(root, &opts)? {
+    for event in walk(source.root, &opts)? {
         match event {
             WalkEvent::Warning(msg) => {
                 super::warn(msg);
                 builder.warn();
             }
-            WalkEvent::Entry(entry) => add_entry(builder, entry)?,
+            WalkEvent::Entry(entry) => add_entry(builder, source, cache, entry)?,
         }
         let s = builder.stats();
         progress.set(|| {
@@ -44,24 +54,65 @@ pub fn ingest_dir(
     Ok(())
 }
 
-/// Adds one walked entry; per-file read problems become warnings.
-pub fn add_entry(builder: &mut ArchiveBuilder, entry: Entry) -> Result<()> {
-    let Entry { mut item, fs_path } = entry;
-    match &item.kind {
-        Kind::File => add_file(builder, item, &fs_path),
-        Kind::Hardlink { target } if !builder.has_link_target(target) => {
-            // The group's first name was not stored (unreadable): this name carries the data.
-            item.kind = Kind::File;
-            add_file(builder, item, &fs_path)
+fn add_entry(
+    builder: &mut ArchiveBuilder,
+    source: &TreeSource,
+    cache: &mut FilesCache,
+    entry: Entry,
+) -> Result<()> {
+    let Entry {
+        mut item,
+        fs_path,
+        ino,
+        nlink,
+    } = entry;
+    let cache_key = FilesCache::key(&source.source_id, &item.path);
+    item.path = prefixed(&source.prefix, &item.path);
+    match &mut item.kind {
+        Kind::File => add_file(builder, cache, cache_key, item, &fs_path, ino, nlink > 1),
+        Kind::Hardlink { target } => {
+            *target = prefixed(&source.prefix, target);
+            if builder.has_link_target(target) {
+                let r = builder.add(item, None, false).map(drop);
+                soft(builder, r)
+            } else {
+                // The group's first name was not stored (unreadable): this one carries the data.
+                item.kind = Kind::File;
+                add_file(builder, cache, cache_key, item, &fs_path, ino, true)
+            }
         }
         _ => {
-            let r = builder.add(item, None, false);
+            let r = builder.add(item, None, false).map(drop);
             soft(builder, r)
         }
     }
 }
 
-fn add_file(builder: &mut ArchiveBuilder, item: Item, fs_path: &Path) -> Result<()> {
+fn prefixed(prefix: &[u8], path: &[u8]) -> Vec<u8> {
+    match (prefix.is_empty(), path.is_empty()) {
+        (true, _) => path.to_vec(),
+        (false, true) => prefix.to_vec(),
+        (false, false) => [prefix, b"/", path].concat(),
+    }
+}
+
+fn add_file(
+    builder: &mut ArchiveBuilder,
+    cache: &mut FilesCache,
+    key: crate::files_cache::Key,
+    mut item: Item,
+    fs_path: &Path,
+    ino: u64,
+    linked: bool,
+) -> Result<()> {
+    if let Some(hit) = cache.lookup(&key, &item, ino) {
+        if builder.has_blobs(&hit.chunks) {
+            item.chunks = hit.chunks;
+            item.sparse = hit.sparse;
+            builder.add_known(item, linked)?;
+            return Ok(());
+        }
+    }
     let path = display_path(&item.path);
     let file = match content::open_path(fs_path) {
         Ok(f) => f,
@@ -71,13 +122,17 @@ fn add_file(builder: &mut ArchiveBuilder, item: Item, fs_path: &Path) -> Result<
             return Ok(());
         }
     };
-    let linked = file.metadata().map(|m| m.nlink() > 1).unwrap_or(true);
     let mut reader = FileContent::new(file, &item);
-    let r = builder.add(item, Some(&mut reader), linked);
-    soft(builder, r)?;
-    if reader.changed() {
+    let stored = builder.add(item, Some(&mut reader), linked);
+    let changed = reader.changed();
+    if changed {
         super::warn(format!("{path}: changed while it was read; stored as read"));
         builder.warn();
+    }
+    match stored {
+        Ok(item) if !changed => cache.remember(key, &item, ino),
+        Ok(_) => {}
+        Err(e) => soft(builder, Err(e))?,
     }
     Ok(())
 }

@@ -44,6 +44,9 @@ pub struct Entry {
     pub item: Item,
     /// Absolute path on disk, for `content::open_content`.
     pub fs_path: PathBuf,
+    /// Inode number and link count, for the files cache and hard link bookkeeping.
+    pub ino: u64,
+    pub nlink: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +119,8 @@ pub fn walk(root: &Path, opts: &WalkOptions) -> Result<Walk, WalkError> {
     walk.pending.push_back(WalkEvent::Entry(Entry {
         item: probe.item,
         fs_path: walk.root.clone(),
+        ino: probe.ino,
+        nlink: probe.nlink,
     }));
     match read_names(dir.as_fd()) {
         Ok(names) => walk.stack.push(Frame {
@@ -230,8 +235,12 @@ impl Walk {
             _ => {}
         }
         let fs_path = self.fs_path(&item.path);
-        self.pending
-            .push_back(WalkEvent::Entry(Entry { item, fs_path }));
+        self.pending.push_back(WalkEvent::Entry(Entry {
+            item,
+            fs_path,
+            ino,
+            nlink,
+        }));
         child
     }
 

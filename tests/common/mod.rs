@@ -39,7 +39,8 @@ impl Scratch {
     pub fn cmd(&self) -> Command {
         let mut c = proxborg();
         c.env("PROXBORG_REPO", self.repo())
-            .env("PROXBORG_PASSPHRASE", PASS);
+            .env("PROXBORG_PASSPHRASE", PASS)
+            .env("PROXBORG_CACHE_DIR", self.path("cache"));
         c
     }
 
