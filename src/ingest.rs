@@ -77,7 +77,12 @@ impl<'r> ArchiveBuilder<'r> {
                     Some(c) => c,
                     None => &mut empty,
                 };
-                let (chunks, total) = self.store_content(source).map_err(|e| match e {
+                let hint = item
+                    .sparse
+                    .is_some()
+                    .then(|| item.stored_len())
+                    .or((item.size > 0).then_some(item.size));
+                let (chunks, total) = self.store_content(source, hint).map_err(|e| match e {
                     IngestError::Read { source, .. } => IngestError::Read {
                         path: display_path(&item.path),
                         source,
@@ -174,10 +179,49 @@ impl<'r> ArchiveBuilder<'r> {
         Ok(())
     }
 
+    /// Chunks and stores a file's content. Files that fit in one maximal chunk (most of a
+    /// system tree) are read into one buffer (sized by `size_hint`) and cut in memory: the streaming
+    /// chunker allocates and zeroes a buffer of the maximal chunk size per stream, which
+    /// profiling showed costing 13% of a /usr backup.
     fn store_content(
         &mut self,
         source: &mut dyn Read,
+        size_hint: Option<u64>,
     ) -> Result<(Vec<ChunkRef>, u64), IngestError> {
+        let read_err = |source| IngestError::Read {
+            path: String::new(),
+            source,
+        };
+        let max = self.content_chunker.params.max as u64;
+        {
+            let capacity = size_hint.unwrap_or(64 << 10).min(max + 1);
+            let mut buf = Vec::with_capacity(capacity as usize);
+            source
+                .take(max + 1)
+                .read_to_end(&mut buf)
+                .map_err(read_err)?;
+            if buf.len() as u64 <= max {
+                let total = buf.len() as u64;
+                let mut chunks = Vec::new();
+                let cuts = self.content_chunker.cuts(&buf);
+                if cuts.len() == 1 {
+                    chunks.push(self.put_data(buf)?);
+                } else {
+                    let mut start = 0;
+                    for end in cuts {
+                        chunks.push(self.put_data(buf[start..end].to_vec())?);
+                        start = end;
+                    }
+                }
+                return Ok((chunks, total));
+            }
+            // Longer than one chunk: chunk what was read and the rest as one stream.
+            let mut rest = std::io::Cursor::new(buf).chain(source);
+            self.store_stream(&mut rest)
+        }
+    }
+
+    fn store_stream(&mut self, source: &mut dyn Read) -> Result<(Vec<ChunkRef>, u64), IngestError> {
         let mut chunks = Vec::new();
         let mut total = 0u64;
         for chunk in self.content_chunker.stream(source) {
@@ -186,14 +230,18 @@ impl<'r> ArchiveBuilder<'r> {
                 source,
             })?;
             total += data.len() as u64;
-            let r = self.writer.put(BlobKind::Data, data)?;
-            self.stats.chunks += 1;
-            if self.writer.is_new(&r.id) {
-                self.stats.new_chunks += 1;
-            }
-            chunks.push(r);
+            chunks.push(self.put_data(data)?);
         }
         Ok((chunks, total))
+    }
+
+    fn put_data(&mut self, data: Vec<u8>) -> Result<ChunkRef, IngestError> {
+        let r = self.writer.put(BlobKind::Data, data)?;
+        self.stats.chunks += 1;
+        if self.writer.is_new(&r.id) {
+            self.stats.new_chunks += 1;
+        }
+        Ok(r)
     }
 
     /// Writes the rest of the item stream, flushes every pack and index, and only then the
