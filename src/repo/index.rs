@@ -52,7 +52,7 @@ pub fn index_key(id: &ChunkId) -> String {
     format!("index/{}", id.to_hex())
 }
 
-/// Where a blob is stored. 17 bytes of payload per blob (plus the 32-byte key in the map).
+/// Where a blob is stored: 17 bytes of payload (20 with padding) beside its 32-byte id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Location {
     pub pack: u32,
@@ -62,38 +62,98 @@ pub struct Location {
     pub kind: BlobKind,
 }
 
+/// The in-memory index: every blob's location, as one vector sorted by id. A hash map costs
+/// ~110 bytes per blob here (load factor and control bytes); the sorted vector costs 52, and
+/// a binary search over a few million ids is still millions of lookups per second. The index
+/// is built once per run (writers track their new blobs themselves), so nothing inserts into
+/// it on the hot path.
 #[derive(Default)]
 pub struct Index {
     packs: Vec<ChunkId>,
     pack_numbers: HashMap<ChunkId, u32>,
-    blobs: HashMap<ChunkId, Location>,
+    blobs: Vec<(ChunkId, Location)>,
+    /// `buckets[b]..buckets[b + 1]` is where ids whose top `bucket_bits` bits are `b` lie.
+    buckets: Vec<u32>,
+    bucket_bits: u32,
+}
+
+fn bucket(id: &ChunkId, bits: u32) -> usize {
+    if bits == 0 {
+        return 0;
+    }
+    (u32::from_be_bytes(id.0[..4].try_into().expect("4 bytes")) >> (32 - bits)) as usize
 }
 
 impl Index {
+    /// Adds one pack's blobs. For building many packs use `from_files`, which sorts once.
     pub fn insert_pack(&mut self, pack: ChunkId, entries: &[PackEntry]) {
+        self.push_pack(pack, entries);
+        self.seal();
+    }
+
+    fn push_pack(&mut self, pack: ChunkId, entries: &[PackEntry]) {
         let n = *self.pack_numbers.entry(pack).or_insert_with(|| {
             self.packs.push(pack);
             (self.packs.len() - 1) as u32
         });
-        for e in entries {
-            self.blobs.entry(e.id).or_insert(Location {
-                pack: n,
-                offset: e.offset,
-                length: e.length,
-                raw_len: e.raw_len,
-                kind: e.kind,
-            });
+        self.blobs.extend(entries.iter().map(|e| {
+            (
+                e.id,
+                Location {
+                    pack: n,
+                    offset: e.offset,
+                    length: e.length,
+                    raw_len: e.raw_len,
+                    kind: e.kind,
+                },
+            )
+        }));
+    }
+
+    /// Sorts by id; of several copies of a blob the first added wins (stable sort).
+    fn seal(&mut self) {
+        self.blobs.sort_by(|a, b| a.0.cmp(&b.0));
+        self.blobs.dedup_by(|later, first| later.0 == first.0);
+        self.blobs.shrink_to_fit();
+        let bits = (self.blobs.len() / 4).max(1).ilog2().min(28);
+        let mut buckets = vec![0u32; (1usize << bits) + 1];
+        for (id, _) in &self.blobs {
+            buckets[bucket(id, bits) + 1] += 1;
         }
+        for i in 1..buckets.len() {
+            buckets[i] += buckets[i - 1];
+        }
+        self.buckets = buckets;
+        self.bucket_bits = bits;
+    }
+
+    /// Ids are uniformly distributed hashes, so their top bits split the sorted table into
+    /// buckets of about four: a directory of bucket starts (one byte per blob) turns a lookup
+    /// into one or two cache misses instead of a twenty-step binary search.
+    fn find(&self, id: &ChunkId) -> Option<&Location> {
+        if self.blobs.is_empty() {
+            return None;
+        }
+        let b = bucket(id, self.bucket_bits);
+        let (lo, hi) = (self.buckets[b] as usize, self.buckets[b + 1] as usize);
+        self.blobs[lo..hi]
+            .binary_search_by(|(k, _)| k.cmp(id))
+            .ok()
+            .map(|i| &self.blobs[lo + i].1)
+    }
+
+    /// Bytes the blob table and its directory occupy (the pack list is negligible).
+    pub fn memory_bytes(&self) -> usize {
+        self.blobs.capacity() * std::mem::size_of::<(ChunkId, Location)>()
+            + self.buckets.capacity() * 4
     }
 
     pub fn get(&self, id: &ChunkId) -> Option<(ChunkId, Location)> {
-        self.blobs
-            .get(id)
-            .map(|l| (self.packs[l.pack as usize], *l))
+        self.find(id).map(|l| (self.packs[l.pack as usize], *l))
     }
 
     pub fn contains(&self, id: &ChunkId) -> bool {
-        self.blobs.contains_key(id)
+        self.find(id).is_some()
     }
 
     pub fn blob_count(&self) -> usize {
@@ -105,7 +165,7 @@ impl Index {
     }
 
     pub fn blobs(&self) -> impl Iterator<Item = (&ChunkId, &Location)> {
-        self.blobs.iter()
+        self.blobs.iter().map(|(k, l)| (k, l))
     }
 
     /// Builds the index from decoded index files, honouring `supersedes`.
@@ -120,9 +180,10 @@ impl Index {
                 continue;
             }
             for p in &file.packs {
-                index.insert_pack(p.pack, &p.blobs);
+                index.push_pack(p.pack, &p.blobs);
             }
         }
+        index.seal();
         index
     }
 }
@@ -175,5 +236,20 @@ mod tests {
         let idx = Index::from_files(vec![(ChunkId([10; 32]), old), (ChunkId([11; 32]), new)]);
         assert!(!idx.contains(&ChunkId([5; 32])));
         assert_eq!(idx.get(&ChunkId([6; 32])).unwrap().0, ChunkId([2; 32]));
+    }
+
+    proptest! {
+        #[test]
+        fn lookups_find_every_blob_and_nothing_else(ids in proptest::collection::vec(any::<[u8; 32]>(), 0..300), probe in any::<[u8; 32]>()) {
+            let entries: Vec<PackEntry> = ids.iter().enumerate().map(|(i, id)| PackEntry {
+                id: ChunkId(*id), kind: BlobKind::Data, offset: i as u32, length: 1, raw_len: 1,
+            }).collect();
+            let file = IndexFile { packs: vec![IndexedPack { pack: ChunkId([9; 32]), blobs: entries }], supersedes: vec![] };
+            let index = Index::from_files(vec![(ChunkId([1; 32]), file)]);
+            for id in &ids {
+                prop_assert!(index.contains(&ChunkId(*id)));
+            }
+            prop_assert_eq!(index.contains(&ChunkId(probe)), ids.contains(&probe));
+        }
     }
 }
