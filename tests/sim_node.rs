@@ -259,6 +259,110 @@ fn simulated_pve_node() {
     }
     assert!(vma.extents > 1, "64 MiB must need several extents");
 
+    // --- vzdump to a dump dir with a hook script: file name, phases, wiped environment -------
+    let dumpdir = tempfile::tempdir().unwrap();
+    let hooklog = dumpdir.path().join("hook.log");
+    let hook = dumpdir.path().join("hook.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\necho \"phase $*\" >> {0}\n/usr/bin/env | /usr/bin/sort >> {0}\n",
+            hooklog.display()
+        ),
+    )
+    .unwrap();
+    run("chmod hook", Command::new("chmod").arg("755").arg(&hook));
+    let out_dir = dumpdir.path().join("dump");
+    run(
+        "vzdump 200 --dumpdir --script",
+        pve(&env, "vzdump")
+            .arg("200")
+            .arg("--dumpdir")
+            .arg(&out_dir)
+            .arg("--script")
+            .arg(&hook)
+            .arg("--quiet"),
+    );
+    let mut vma_files: Vec<PathBuf> = std::fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "vma"))
+        .collect();
+    assert_eq!(
+        vma_files.len(),
+        1,
+        "one vzdump-qemu-200-*.vma in {}",
+        out_dir.display()
+    );
+    let vma_file = vma_files.pop().unwrap();
+    let base = vma_file.file_name().unwrap().to_str().unwrap().to_string();
+    assert!(
+        base.starts_with("vzdump-qemu-200-")
+            && base.len() == "vzdump-qemu-200-2026_01_02-03_04_05.vma".len(),
+        "{base}"
+    );
+    let from_file = vma::parse(&std::fs::read(&vma_file).unwrap()).expect("the .vma file parses");
+    assert!(
+        from_file.device("drive-scsi0").unwrap().data == vma.device("drive-scsi0").unwrap().data
+    );
+    let hook_text = std::fs::read_to_string(&hooklog).unwrap();
+    let mut phases: Vec<(String, Vec<String>)> = Vec::new();
+    for line in hook_text.lines() {
+        match line.strip_prefix("phase ") {
+            Some(p) => phases.push((p.to_string(), Vec::new())),
+            None => phases
+                .last_mut()
+                .expect("env after a phase")
+                .1
+                .push(line.to_string()),
+        }
+    }
+    let names: Vec<&str> = phases.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "job-init",
+            "job-start",
+            "backup-start snapshot 200",
+            "pre-stop snapshot 200",
+            "pre-restart snapshot 200",
+            "post-restart snapshot 200",
+            "backup-end snapshot 200",
+            "log-end snapshot 200",
+            "job-end"
+        ]
+    );
+    let logfile = vma_file.with_extension("log");
+    let want_end: Vec<String> = [
+        format!("DUMPDIR={}", out_dir.display()),
+        "HOSTNAME=db".to_string(),
+        "LC_ALL=C".to_string(),
+        format!("LOGFILE={}", logfile.display()),
+        "LVM_SUPPRESS_FD_WARNINGS=1".to_string(),
+        format!("TARGET={}", vma_file.display()),
+        "VMTYPE=qemu".to_string(),
+    ]
+    .into();
+    // /bin/sh itself adds PWD; everything else comes from vzdump, and PATH must not
+    let env_of = |i: usize| -> Vec<String> {
+        phases[i]
+            .1
+            .iter()
+            .filter(|l| !l.starts_with("PWD="))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(env_of(6), want_end, "backup-end environment");
+    assert_eq!(
+        env_of(0),
+        [
+            format!("DUMPDIR={}", out_dir.display()),
+            "LC_ALL=C".into(),
+            "LVM_SUPPRESS_FD_WARNINGS=1".into()
+        ]
+    );
+    assert!(logfile.is_file(), "the task log is copied to the dump dir");
+
     // --- vzdump of the unprivileged CT: container ids, pct.conf first, vzdump's excludes ------
     let dump = run(
         "vzdump 100 --stdout",

@@ -10,6 +10,7 @@ with the `qemu-server.conf` (+ `qemu-server.fw`) blobs. LXC guests: the tar of ย
 zfs-fuse cannot mount a snapshot directly) or bind mounts (stop mode). Hook scripts get the
 phases, arguments and wiped environment of ยง3. Only one guest per call.
 """
+import fcntl
 import hashlib
 import os
 import re
@@ -334,7 +335,7 @@ def lxc_backup(job, vmid, mode, out, compress, tmpdir):
         cmd += [f"--exclude=.{e}" for e in excludes if e.startswith("/")]
         cmd += ["." + ctpath if ctpath != "/" else "./" for _k, ctpath, _ds in vols]
         job.log("INFO", f"starting tar: {' '.join(cmd)}")
-        pipe_to(cmd, out, compress)
+        pipe_to(job, cmd, out, compress)
     finally:
         for c in reversed(undo):
             try:
@@ -376,7 +377,7 @@ def compressor(compress):
     raise Fail(f"compression '{compress}' is not simulated (use 0, gzip or zstd)")
 
 
-def pipe_to(cmd, out, compress):
+def pipe_to(job, cmd, out, compress):
     comp, _ext = compressor(compress)
     if comp is None:
         p = subprocess.run(cmd, stdout=out, stderr=subprocess.PIPE)
@@ -389,7 +390,9 @@ def pipe_to(cmd, out, compress):
         rc = p1.wait() or p2.wait()
     text = err.decode(errors="replace")
     for line in text.splitlines():
-        print(line, file=sys.stderr)
+        job.loglines.append(f"INFO: {line}")
+        if rc != 0 or not job.quiet:
+            print(line, file=sys.stderr)
     if rc != 0:
         raise Fail(f"command '{' '.join(cmd)}' failed: exit code {rc}")
 
@@ -411,6 +414,10 @@ def main(args):
     storage = opts.get("storage")
     dumpdir = opts.get("dumpdir")
     job = Job(opts, node)
+    # one vzdump per node at a time, as PVE's /var/run/vzdump.lock (it waits, it does not fail)
+    os.makedirs(os.path.join(node.dir, "run"), exist_ok=True)
+    lock = open(os.path.join(node.dir, "run", "vzdump.lock"), "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     if dumpdir is None:
         storage = storage or "local"
         st = node.storage().get(storage)
