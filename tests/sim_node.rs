@@ -372,7 +372,8 @@ fn simulated_pve_node() {
             .arg("--quiet"),
     );
     let mut members = Vec::new();
-    let mut ar = tar::Archive::new(dump.stdout.as_slice());
+    let ct100_tar = dump.stdout;
+    let mut ar = tar::Archive::new(ct100_tar.as_slice());
     for e in ar.entries().expect("vzdump 100 output is a tar") {
         let e = e.expect("tar entry");
         let h = e.header();
@@ -512,6 +513,80 @@ fn simulated_pve_node() {
         !again.status.success()
             && String::from_utf8_lossy(&again.stderr).contains("already exists")
     );
+
+    // --- the whole chain: vzdump of CT 100 piped into pct restore with its mount point ------
+    let mut child = pve(&env, "pct")
+        .args([
+            "restore",
+            "301",
+            "-",
+            "--rootfs",
+            "local-zfs:1",
+            "--mp0",
+            "local-zfs:1,mp=/srv/data,backup=1",
+        ])
+        .args(["--unprivileged", "1", "--pool", "prod"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pct");
+    child.stdin.take().unwrap().write_all(&ct100_tar).unwrap();
+    ok(
+        "pct restore 301 from vzdump 100",
+        child.wait_with_output().unwrap(),
+    );
+    let root301 = mountpoint(&format!("{POOL}/data/subvol-301-disk-0"));
+    let mp301 = mountpoint(&format!("{POOL}/data/subvol-301-disk-1"));
+    assert_eq!(owner(&root301.join("etc/shadow")), (100000, 100042));
+    assert_eq!(
+        owner(&root301.join("root/host-owned.txt")),
+        (165534, 165534)
+    );
+    assert_eq!(owner(&mp301.join("projects/blob.bin")), (101000, 101000));
+    assert_eq!(
+        std::fs::read(mp301.join("projects/blob.bin")).unwrap(),
+        std::fs::read(
+            mountpoint(&format!("{POOL}/data/subvol-100-disk-1")).join("projects/blob.bin")
+        )
+        .unwrap()
+    );
+    assert!(!root301.join("lost+found").exists() && !root301.join("tmp/session.tmp").exists());
+    assert!(root301.join("tmp").is_dir() && root301.join("var/run/keep.state").is_file());
+    let conf301 = std::fs::read_to_string(pve_root.join("local/lxc/301.conf")).unwrap();
+    for line in [
+        "hostname: tank\n",
+        "mp0: local-zfs:subvol-301-disk-1,mp=/srv/data,backup=1,size=1G\n",
+        "rootfs: local-zfs:subvol-301-disk-0,size=1G\n",
+        "#Storage container%3A files and data volume\n",
+    ] {
+        assert!(
+            conf301.contains(line),
+            "301.conf lacks {line:?}:\n{conf301}"
+        );
+    }
+    assert!(
+        !conf301.contains("parent:")
+            && !conf301.contains("[before-upgrade]")
+            && !conf301.contains("mp1:")
+    );
+    assert_eq!(
+        std::fs::read_to_string(pve_root.join("firewall/301.fw")).unwrap(),
+        std::fs::read_to_string(pve_root.join("firewall/100.fw")).unwrap()
+    );
+    let user = std::fs::read_to_string(pve_root.join("user.cfg")).unwrap();
+    assert!(
+        user.contains("pool:prod:Production%20guests:100,200,301::"),
+        "{user}"
+    );
+    run("pct destroy 301", pve(&env, "pct").args(["destroy", "301"]));
+    assert!(
+        !datasets().iter().any(|d| d.contains("subvol-301")),
+        "pct destroy removes the volumes"
+    );
+    assert!(!std::fs::read_to_string(pve_root.join("user.cfg"))
+        .unwrap()
+        .contains("301"));
 
     // --- lxc-freeze / lxc-unfreeze / lxc-info -----------------------------------------------
     let state = |vmid: &str| {

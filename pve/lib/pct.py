@@ -145,6 +145,9 @@ def cmd_restore(args):
         destroy(node, vmid)
     ignore_errors = opts.pop("ignore-unpack-errors", "0") in BOOL_TRUE
     storage = opts.pop("storage", "local")
+    pool = opts.pop("pool", None)
+    if pool is not None:
+        pool_members(node, pool)  # fail before allocating anything
 
     backup_conf = None
     if archive == "-":
@@ -264,6 +267,8 @@ def cmd_restore(args):
         os.makedirs(os.path.dirname(node.conf_path(vmid, "lxc")), exist_ok=True)
         write_file(node.conf_path(vmid, "lxc"), conf.write_pct())
         node.update_vmlist(vmid, "lxc")
+        if pool is not None:
+            add_to_pool(node, pool, vmid)
         node.set_state(vmid, "STOPPED")
         made = []
     finally:
@@ -280,6 +285,32 @@ def cmd_restore(args):
                 zfs_destroy("-r", ds)
             except Fail as e:
                 log(f"WARN: {e}")
+
+
+def pool_members(node, pool):
+    path = os.path.join(node.pve, "user.cfg")
+    for line in open(path).read().splitlines():
+        f = line.split(":")
+        if len(f) >= 4 and f[0] == "pool" and f[1] == pool:
+            return [v for v in f[3].split(",") if v]
+    raise Fail(f"pool '{pool}' does not exist")
+
+
+def add_to_pool(node, pool, vmid):
+    """user.cfg `pool:<id>:<comment>:<vmids>:<storeids>:` gets the new vmid (PVE-FACTS §5.6);
+    pool=None removes the vmid from every pool."""
+    path = os.path.join(node.pve, "user.cfg")
+    out = []
+    for line in open(path).read().splitlines():
+        f = line.split(":")
+        if len(f) >= 4 and f[0] == "pool":
+            members = [v for v in f[3].split(",") if v and v != str(vmid)]
+            if f[1] == pool:
+                members.append(str(vmid))
+            f[3] = ",".join(members)
+            line = ":".join(f)
+        out.append(line)
+    write_file(path, "\n".join(out) + "\n")
 
 
 def load(node, vmid):
@@ -306,6 +337,7 @@ def destroy(node, vmid):
     if os.path.exists(fw):
         os.unlink(fw)
     node.update_vmlist(vmid, None)
+    add_to_pool(node, None, vmid)
     try:
         os.unlink(os.path.join(node.dir, "state", str(vmid)))
     except FileNotFoundError:
