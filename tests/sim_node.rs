@@ -242,6 +242,10 @@ fn simulated_pve_node() {
         !conf.contains("map:scsi1") && !conf.contains("map:ide2"),
         "backup=0 and cdrom must be skipped"
     );
+    assert!(
+        conf.starts_with("#Database VM\n") && !conf.contains("unused0:"),
+        "{conf}"
+    );
     assert!(vma.config("qemu-server.fw").is_some());
     let names: Vec<&str> = vma.devices.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(names, ["drive-scsi0", "drive-virtio1"]);
