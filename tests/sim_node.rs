@@ -262,6 +262,28 @@ fn simulated_pve_node() {
         );
     }
     assert!(vma.extents > 1, "64 MiB must need several extents");
+    // the reader's checks are real: damage is reported, never reassembled
+    assert_eq!(
+        vma::md5(b"abc"),
+        *b"\x90\x01\x50\x98\x3c\xd2\x4f\xb0\xd6\x96\x3f\x7d\x28\xe1\x7f\x72"
+    );
+    let hsize = u32::from_be_bytes(dump.stdout[56..60].try_into().unwrap()) as usize;
+    for (at, what) in [
+        (100, "header"),
+        (hsize + 45, "extent header"),
+        (dump.stdout.len() - 1, "truncation"),
+    ] {
+        let mut bad = dump.stdout.clone();
+        if what == "truncation" {
+            bad.truncate(at);
+        } else {
+            bad[at] ^= 1;
+        }
+        assert!(
+            vma::parse(&bad).is_err(),
+            "a damaged {what} must be rejected"
+        );
+    }
 
     // --- vzdump to a dump dir with a hook script: file name, phases, wiped environment -------
     let dumpdir = tempfile::tempdir().unwrap();
