@@ -566,6 +566,12 @@ fn simulated_pve_node() {
     let mp301 = mountpoint(&format!("{POOL}/data/subvol-301-disk-1"));
     assert_eq!(owner(&root301.join("etc/shadow")), (100000, 100042));
     assert_eq!(
+        owner(&root301.join("srv/data")),
+        (100000, 100000),
+        "mount point dir"
+    );
+    assert_eq!(owner(&mp301), (100000, 100000));
+    assert_eq!(
         owner(&root301.join("root/host-owned.txt")),
         (165534, 165534)
     );

@@ -215,7 +215,13 @@ def cmd_restore(args):
             mounted.append(("/" if k == "rootfs" else ctpath, mp))
         os.makedirs(rootdir, exist_ok=True)
         for ctpath, hostmp in mounted:
-            target = os.path.join(rootdir, ctpath.lstrip("/"))
+            target = rootdir
+            # like PVE's walk_tree_nofollow: missing mount point dirs belong to the CT's root
+            for part in [p for p in ctpath.split("/") if p]:
+                target = os.path.join(target, part)
+                if not os.path.isdir(target):
+                    os.mkdir(target, 0o755)
+                    os.chown(target, root_uid, root_gid)
             os.makedirs(target, exist_ok=True)
             run(["mount", "--bind", hostmp, target])
             mounts.append(target)
