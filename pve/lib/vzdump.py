@@ -11,25 +11,19 @@ zfs-fuse cannot mount a snapshot directly) or bind mounts (stop mode). Hook scri
 phases, arguments and wiped environment of §3. Only one guest per call.
 """
 import fcntl
-import hashlib
 import os
 import re
 import shutil
-import struct
 import subprocess
 import sys
 import time
-import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from vma import write_vma  # noqa: E402
 from pvesim import (COMMON_TAR_FLAGS, Config, Fail, Node, id_maps, parse_propstring,  # noqa: E402
                     resolve_volume, run, run_main, userns_command, umount, write_file, zfs_destroy,
                     zfs_exists)
 
-CLUSTER = 65536
-BLOCK = 4096
-EXTENT_CLUSTERS = 58  # the QEMU writer flushes at 58 buffered clusters
-HEADER_FIXED = 12288
 
 DRIVE_ORDER = ([f"ide{i}" for i in range(4)] + [f"sata{i}" for i in range(6)]
                + [f"scsi{i}" for i in range(31)] + [f"virtio{i}" for i in range(16)]
@@ -102,89 +96,6 @@ class Job:
 
 
 # ---------------------------------------------------------------------------------------------
-# VMA (PVE-FACTS §4.2)
-
-class Blobs:
-    """The blob buffer: offset 0 unused, each blob a little-endian u16 length plus data."""
-
-    def __init__(self):
-        self.buf = bytearray(b"\0")
-
-    def add(self, data):
-        if len(data) > 65535:
-            raise Fail(f"blob too large ({len(data)} bytes, VMA allows 65535)")
-        off = len(self.buf)
-        self.buf += struct.pack("<H", len(data)) + data
-        return off
-
-
-def vma_header(uid, ctime, configs, devices):
-    blobs = Blobs()
-    cfg_names, cfg_data = [0] * 256, [0] * 256
-    for i, (name, data) in enumerate(configs):
-        cfg_names[i] = blobs.add(name.encode() + b"\0")
-        cfg_data[i] = blobs.add(data)
-    dev_info = bytearray(8192)
-    for dev_id, (name, size, _path) in enumerate(devices, 1):
-        struct.pack_into(">IIQ", dev_info, dev_id * 32, blobs.add(name.encode() + b"\0"), 0, size)
-    blob_size = len(blobs.buf)
-    header_size = HEADER_FIXED + (blob_size + 511) // 512 * 512
-    h = bytearray(header_size)
-    h[0:4] = b"VMA\0"
-    struct.pack_into(">I16sq", h, 4, 1, uid, ctime)
-    struct.pack_into(">III", h, 48, HEADER_FIXED, blob_size, header_size)
-    struct.pack_into(">256I", h, 2044, *cfg_names)
-    struct.pack_into(">256I", h, 3068, *cfg_data)
-    h[4096:12288] = dev_info
-    h[HEADER_FIXED:HEADER_FIXED + blob_size] = blobs.buf
-    h[32:48] = hashlib.md5(bytes(h)).digest()
-    return bytes(h)
-
-
-def vma_clusters(devices):
-    """(dev_id, cluster_num, mask, data) for every cluster of every device, sequentially."""
-    for dev_id, (_name, size, path) in enumerate(devices, 1):
-        with open(path, "rb") as f:
-            for cn in range((size + CLUSTER - 1) // CLUSTER):
-                raw = f.read(CLUSTER)
-                limit = size - cn * CLUSTER  # blocks past the device end count as zero
-                mask, data = 0, []
-                for b in range(16):
-                    blk = raw[b * BLOCK:(b + 1) * BLOCK]
-                    if b * BLOCK >= limit:
-                        continue
-                    blk = blk[:max(0, limit - b * BLOCK)].ljust(BLOCK, b"\0")
-                    if blk.count(0) != BLOCK:
-                        mask |= 1 << b
-                        data.append(blk)
-                yield dev_id, cn, mask, b"".join(data)
-
-
-def vma_extent(uid, entries):
-    h = bytearray(512)
-    h[0:4] = b"VMAE"
-    blocks = sum(len(d) // BLOCK for *_x, d in entries)
-    struct.pack_into(">HH16s", h, 4, 0, blocks, uid)
-    for i, (dev_id, cn, mask, _d) in enumerate(entries):
-        struct.pack_into(">Q", h, 40 + 8 * i, (mask << 48) | (dev_id << 32) | cn)
-    h[24:40] = hashlib.md5(bytes(h)).digest()
-    return bytes(h) + b"".join(d for *_x, d in entries)
-
-
-def write_vma(out, configs, devices):
-    uid = uuid.uuid4().bytes
-    out.write(vma_header(uid, int(time.time()), configs, devices))
-    batch = []
-    for entry in vma_clusters(devices):
-        batch.append(entry)
-        if len(batch) == EXTENT_CLUSTERS:
-            out.write(vma_extent(uid, batch))
-            batch = []
-    if batch:
-        out.write(vma_extent(uid, batch))
-    out.flush()
-
-
 def qemu_backup(job, vmid, out):
     node = job.node
     path = node.conf_path(vmid, "qemu")
