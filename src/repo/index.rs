@@ -112,7 +112,7 @@ impl Index {
 
     /// Sorts by id; of several copies of a blob the first added wins (stable sort).
     fn seal(&mut self) {
-        self.blobs.sort_by(|a, b| a.0.cmp(&b.0));
+        self.blobs.sort_by_key(|e| e.0);
         self.blobs.dedup_by(|later, first| later.0 == first.0);
         self.blobs.shrink_to_fit();
         let bits = (self.blobs.len() / 4).max(1).ilog2().min(28);
