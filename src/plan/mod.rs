@@ -1,1 +1,1 @@
-//! (placeholder: filled in by its own commit)
+//! (placeholder)
