@@ -44,7 +44,10 @@ pub struct Section {
 
 impl Section {
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The line a key was read from, or 0 when it was not.
@@ -58,11 +61,17 @@ impl Section {
 
     /// Every value of a raw lxc key, in order.
     pub fn lxc_values<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.lxc.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.lxc
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Every value of a raw lxc key with the line it came from.
-    pub fn lxc_values_with_lines<'a>(&'a self, key: &'a str) -> impl Iterator<Item = (usize, &'a str)> + 'a {
+    pub fn lxc_values_with_lines<'a>(
+        &'a self,
+        key: &'a str,
+    ) -> impl Iterator<Item = (usize, &'a str)> + 'a {
         self.lxc
             .iter()
             .zip(self.lxc_lines.iter().copied().chain(std::iter::repeat(0)))
@@ -101,7 +110,10 @@ impl GuestConfig {
     }
 
     pub fn unprivileged(&self) -> bool {
-        self.main.get("unprivileged").and_then(super::text::parse_bool).unwrap_or(false)
+        self.main
+            .get("unprivileged")
+            .and_then(super::text::parse_bool)
+            .unwrap_or(false)
     }
 }
 
@@ -111,7 +123,10 @@ fn valid_key(k: &str) -> bool {
     if b.is_empty() || !b[0].is_ascii_lowercase() {
         return false;
     }
-    let letters = b.iter().take_while(|c| c.is_ascii_lowercase() || **c == b'_').count();
+    let letters = b
+        .iter()
+        .take_while(|c| c.is_ascii_lowercase() || **c == b'_')
+        .count();
     b[letters..].iter().all(u8::is_ascii_digit)
 }
 
@@ -119,7 +134,9 @@ fn valid_snapname(n: &str) -> bool {
     let b = n.as_bytes();
     b.len() >= 2
         && b[0].is_ascii_alphabetic()
-        && b[1..].iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-')
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'_' || *c == b'-')
 }
 
 /// Parses a guest config. `file` is only used for error messages.
@@ -168,7 +185,11 @@ pub fn parse_guest_config(
                 }
                 (_, n) if valid_snapname(n) => {
                     if conf.snapshots.iter().any(|s| s.name == n) {
-                        return Err(ConfigError::syntax(file, line, format!("duplicate snapshot section [{n}]")));
+                        return Err(ConfigError::syntax(
+                            file,
+                            line,
+                            format!("duplicate snapshot section [{n}]"),
+                        ));
                     }
                     conf.snapshots.push(Snapshot {
                         name: n.to_string(),
@@ -176,7 +197,13 @@ pub fn parse_guest_config(
                     });
                     Target::Snap(conf.snapshots.len() - 1)
                 }
-                (_, n) => return Err(ConfigError::syntax(file, line, format!("invalid section header [{n}]"))),
+                (_, n) => {
+                    return Err(ConfigError::syntax(
+                        file,
+                        line,
+                        format!("invalid section header [{n}]"),
+                    ))
+                }
             };
             continue;
         }
@@ -198,25 +225,49 @@ pub fn parse_guest_config(
                 (Some(c), Some(e)) if e < c => l.split_at(e),
                 (Some(c), _) => l.split_at(c),
                 (None, Some(e)) => l.split_at(e),
-                (None, None) => return Err(ConfigError::syntax(file, line, format!("raw lxc key without value: '{l}'"))),
+                (None, None) => {
+                    return Err(ConfigError::syntax(
+                        file,
+                        line,
+                        format!("raw lxc key without value: '{l}'"),
+                    ))
+                }
             };
             let key = k.trim();
             if key.contains(char::is_whitespace) || key.len() <= 4 {
-                return Err(ConfigError::syntax(file, line, format!("invalid raw lxc key '{key}'")));
+                return Err(ConfigError::syntax(
+                    file,
+                    line,
+                    format!("invalid raw lxc key '{key}'"),
+                ));
             }
-            section.lxc.push((key.to_string(), v[1..].trim().to_string()));
+            section
+                .lxc
+                .push((key.to_string(), v[1..].trim().to_string()));
             section.lxc_lines.push(line);
             continue;
         }
         let Some((k, v)) = l.split_once(':') else {
-            return Err(ConfigError::syntax(file, line, format!("unable to parse line '{l}'")));
+            return Err(ConfigError::syntax(
+                file,
+                line,
+                format!("unable to parse line '{l}'"),
+            ));
         };
         let (k, v) = (k.trim_start(), v.trim());
         if !valid_key(k) {
-            return Err(ConfigError::syntax(file, line, format!("invalid key '{k}'")));
+            return Err(ConfigError::syntax(
+                file,
+                line,
+                format!("invalid key '{k}'"),
+            ));
         }
         if v.is_empty() {
-            return Err(ConfigError::syntax(file, line, format!("key '{k}' has no value")));
+            return Err(ConfigError::syntax(
+                file,
+                line,
+                format!("key '{k}' has no value"),
+            ));
         }
         if k == "description" {
             let d = section.description.get_or_insert_with(String::new);
@@ -225,7 +276,11 @@ pub fn parse_guest_config(
             continue;
         }
         if section.get(k).is_some() {
-            return Err(ConfigError::syntax(file, line, format!("duplicate key '{k}'")));
+            return Err(ConfigError::syntax(
+                file,
+                line,
+                format!("duplicate key '{k}'"),
+            ));
         }
         section.entries.push((k.to_string(), v.to_string()));
         section.lines.push(line);
@@ -251,31 +306,51 @@ mod tests {
             "#web%3A front\n#second line\narch: amd64\nlxc.idmap: u 0 100000 1005\nlxc.idmap = g 0 100000 1007\nparent: before\n\n[pve:pending]\nmemory: 1024\ndelete: swap\n\n[before]\n#snap descr\nsnaptime: 1700000000\nmemory: 512\n",
         )
         .unwrap();
-        assert_eq!(c.main.description.as_deref(), Some("web: front\nsecond line\n"));
+        assert_eq!(
+            c.main.description.as_deref(),
+            Some("web: front\nsecond line\n")
+        );
         assert_eq!(c.main.get("arch"), Some("amd64"));
         assert_eq!(c.main.line_of("parent"), 6);
-        assert_eq!(c.main.lxc_values("lxc.idmap").collect::<Vec<_>>(), ["u 0 100000 1005", "g 0 100000 1007"]);
+        assert_eq!(
+            c.main.lxc_values("lxc.idmap").collect::<Vec<_>>(),
+            ["u 0 100000 1005", "g 0 100000 1007"]
+        );
         assert_eq!(c.pending.as_ref().unwrap().get("delete"), Some("swap"));
         assert_eq!(c.snapshots[0].name, "before");
         assert_eq!(c.snapshots[0].section.get("snaptime"), Some("1700000000"));
-        assert_eq!(c.snapshots[0].section.description.as_deref(), Some("snap descr\n"));
+        assert_eq!(
+            c.snapshots[0].section.description.as_deref(),
+            Some("snap descr\n")
+        );
     }
 
     #[test]
     fn errors_name_file_and_line() {
         let e = parse(GuestKind::Lxc, "arch: amd64\nthis is junk\n").unwrap_err();
-        assert_eq!(e.to_string(), "lxc/100.conf:2: unable to parse line 'this is junk'");
+        assert_eq!(
+            e.to_string(),
+            "lxc/100.conf:2: unable to parse line 'this is junk'"
+        );
         let e = parse(GuestKind::Lxc, "arch: amd64\narch: i386\n").unwrap_err();
         assert_eq!(e.to_string(), "lxc/100.conf:2: duplicate key 'arch'");
         let e = parse(GuestKind::Lxc, "[bad name]\n").unwrap_err();
-        assert!(e.to_string().contains(":1: invalid section header [bad name]"), "{e}");
+        assert!(
+            e.to_string()
+                .contains(":1: invalid section header [bad name]"),
+            "{e}"
+        );
         let e = parse(GuestKind::Qemu, "Memory: 5\n").unwrap_err();
         assert!(e.to_string().contains(":1: invalid key 'Memory'"), "{e}");
     }
 
     #[test]
     fn qemu_sections() {
-        let c = parse(GuestKind::Qemu, "name: vm\n[PENDING]\ncores: 4\n[special:cloudinit]\nipconfig0: ip=dhcp\n").unwrap();
+        let c = parse(
+            GuestKind::Qemu,
+            "name: vm\n[PENDING]\ncores: 4\n[special:cloudinit]\nipconfig0: ip=dhcp\n",
+        )
+        .unwrap();
         assert_eq!(c.hostname(), Some("vm"));
         assert_eq!(c.pending.unwrap().get("cores"), Some("4"));
         assert_eq!(c.special[0].name, "special:cloudinit");

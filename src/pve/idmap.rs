@@ -14,6 +14,7 @@
 //!   root 0 (every v2): the container sees v2;
 //! - otherwise (a v3 belonging to another namespace's root): the kernel answers EOVERFLOW, the
 //!   container cannot read it, and vzdump's tar would not store it, so we drop it and say so.
+//!
 //! A capability xattr of neither shape is dropped too (the kernel answers EINVAL).
 
 use super::conf::GuestConfig;
@@ -52,13 +53,20 @@ impl IdMapEntry {
     /// Parses `u 0 100000 65536` (PVE's regex `^([ug])\s+(\d+)\s+(\d+)\s+(\d+)\s*$`).
     pub fn parse(s: &str) -> Option<IdMapEntry> {
         let f: Vec<&str> = s.split_whitespace().collect();
-        let [t, c, h, n] = f.as_slice() else { return None };
+        let [t, c, h, n] = f.as_slice() else {
+            return None;
+        };
         let kind = match *t {
             "u" => IdKind::Uid,
             "g" => IdKind::Gid,
             _ => return None,
         };
-        let num = |s: &str| s.bytes().all(|b| b.is_ascii_digit()).then(|| s.parse::<u32>().ok()).flatten();
+        let num = |s: &str| {
+            s.bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| s.parse::<u32>().ok())
+                .flatten()
+        };
         let e = IdMapEntry {
             kind,
             ct_start: num(c)?,
@@ -66,7 +74,11 @@ impl IdMapEntry {
             count: num(n)?,
         };
         let fits = |start: u32| start.checked_add(e.count).is_some();
-        (e.count > 0 && fits(e.ct_start) && fits(e.host_start) && !s.starts_with(char::is_whitespace)).then_some(e)
+        (e.count > 0
+            && fits(e.ct_start)
+            && fits(e.host_start)
+            && !s.starts_with(char::is_whitespace))
+        .then_some(e)
     }
 }
 
@@ -117,12 +129,18 @@ impl IdMap {
         let mut entries = Vec::new();
         let mut last = 0;
         for (line, v) in conf.main.lxc_values_with_lines("lxc.idmap") {
-            let e = IdMapEntry::parse(v).ok_or_else(|| ConfigError::syntax(file, line, format!("invalid lxc.idmap '{v}'")))?;
+            let e = IdMapEntry::parse(v).ok_or_else(|| {
+                ConfigError::syntax(file, line, format!("invalid lxc.idmap '{v}'"))
+            })?;
             entries.push(e);
             last = line;
         }
         if entries.is_empty() {
-            return Ok(if conf.unprivileged() { IdMap::default_unprivileged() } else { IdMap::identity() });
+            return Ok(if conf.unprivileged() {
+                IdMap::default_unprivileged()
+            } else {
+                IdMap::identity()
+            });
         }
         IdMap::new(entries).map_err(|m| ConfigError::syntax(file, last, m))
     }
@@ -158,7 +176,10 @@ impl IdMap {
 
     /// Host uid / gid of the container's root (100000 for the default map).
     pub fn root_host_ids(&self) -> (Option<u32>, Option<u32>) {
-        (self.ct_to_host(IdKind::Uid, 0), self.ct_to_host(IdKind::Gid, 0))
+        (
+            self.ct_to_host(IdKind::Uid, 0),
+            self.ct_to_host(IdKind::Gid, 0),
+        )
     }
 
     /// `-m u:0:100000:65536 -m g:...` for `lxc-usernsexec` (`userns_command`), without `--`.
@@ -185,7 +206,13 @@ pub enum TranslateWarning {
 /// What the container sees for a capability xattr value; `Err` when it sees nothing.
 pub fn translate_capability(map: &IdMap, value: &[u8]) -> Result<Vec<u8>, TranslateWarning> {
     let malformed = || TranslateWarning::CapabilityMalformed { len: value.len() };
-    let magic = u32::from_le_bytes(value.get(..4).ok_or_else(malformed)?.try_into().map_err(|_| malformed())?);
+    let magic = u32::from_le_bytes(
+        value
+            .get(..4)
+            .ok_or_else(malformed)?
+            .try_into()
+            .map_err(|_| malformed())?,
+    );
     let root = match (magic & REVISION_MASK, value.len()) {
         (REVISION_2, 20) => 0,
         (REVISION_3, 24) => u32::from_le_bytes(value[20..24].try_into().map_err(|_| malformed())?),
@@ -250,3 +277,7 @@ pub fn translate_item(map: &IdMap, item: &mut Item) -> Vec<TranslateWarning> {
     });
     warnings
 }
+
+#[cfg(test)]
+#[path = "idmap_tests.rs"]
+mod tests;

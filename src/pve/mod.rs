@@ -18,7 +18,7 @@ pub mod vzdump;
 use std::path::PathBuf;
 
 pub use conf::{GuestConfig, GuestKind, Section};
-pub use idmap::{translate_item, IdMap, IdMapEntry, IdKind, OVERFLOW_ID};
+pub use idmap::{translate_item, IdKind, IdMap, IdMapEntry, OVERFLOW_ID};
 pub use pools::{parse_user_cfg_pools, Pool};
 pub use state::{Guest, PveState};
 pub use storage::{parse_storage_cfg, Storage, StorageConfig, StorageType};
@@ -34,7 +34,11 @@ pub struct Vmid(pub u32);
 impl Vmid {
     /// Parses the decimal form PVE uses in file names and target words (no sign, no leading 0).
     pub fn parse(s: &str) -> Option<Vmid> {
-        if s.is_empty() || s.len() > 9 || s.starts_with('0') || !s.bytes().all(|b| b.is_ascii_digit()) {
+        if s.is_empty()
+            || s.len() > 9
+            || s.starts_with('0')
+            || !s.bytes().all(|b| b.is_ascii_digit())
+        {
             return None;
         }
         let n: u32 = s.parse().ok()?;

@@ -68,17 +68,26 @@ impl PveState {
     /// without them we cannot tell which guests are ours.
     pub fn load(root: &Path) -> Result<PveState, ConfigError> {
         let vmlist_path = root.join(".vmlist");
-        let text = read_opt(&vmlist_path)?.ok_or_else(|| ConfigError::invalid(&vmlist_path, "missing (is this a PVE node?)"))?;
+        let text = read_opt(&vmlist_path)?
+            .ok_or_else(|| ConfigError::invalid(&vmlist_path, "missing (is this a PVE node?)"))?;
         let vmlist = parse_vmlist(&vmlist_path, &text)?;
 
         let local = root.join("local");
-        let target = std::fs::read_link(&local).map_err(|source| ConfigError::Io { file: local.clone(), source })?;
+        let target = std::fs::read_link(&local).map_err(|source| ConfigError::Io {
+            file: local.clone(),
+            source,
+        })?;
         let node = target
             .strip_prefix("nodes")
             .ok()
             .and_then(|p| p.to_str())
             .filter(|n| !n.is_empty() && !n.contains('/'))
-            .ok_or_else(|| ConfigError::invalid(&local, format!("points to '{}', not nodes/<node>", target.display())))?
+            .ok_or_else(|| {
+                ConfigError::invalid(
+                    &local,
+                    format!("points to '{}', not nodes/<node>", target.display()),
+                )
+            })?
             .to_string();
 
         let storage_path = root.join("storage.cfg");
@@ -99,13 +108,24 @@ impl PveState {
                 GuestKind::Lxc => "lxc",
                 GuestKind::Qemu => "qemu-server",
             };
-            let conf_path = root.join("nodes").join(&node).join(dir).join(format!("{vmid}.conf"));
+            let conf_path = root
+                .join("nodes")
+                .join(&node)
+                .join(dir)
+                .join(format!("{vmid}.conf"));
             let (conf_text, config) = match read_opt(&conf_path) {
                 Ok(Some(t)) => {
-                    let c = parse_guest_config(entry.kind, vmid, &conf_path, &t).map_err(|e| e.to_string());
+                    let c = parse_guest_config(entry.kind, vmid, &conf_path, &t)
+                        .map_err(|e| e.to_string());
                     (t, c)
                 }
-                Ok(None) => (String::new(), Err(format!("{}: missing, although .vmlist lists it", conf_path.display()))),
+                Ok(None) => (
+                    String::new(),
+                    Err(format!(
+                        "{}: missing, although .vmlist lists it",
+                        conf_path.display()
+                    )),
+                ),
                 Err(e) => (String::new(), Err(e.to_string())),
             };
             let firewall = read_opt(&root.join("firewall").join(format!("{vmid}.fw")))?;
@@ -131,3 +151,7 @@ impl PveState {
         })
     }
 }
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

@@ -67,12 +67,17 @@ pub struct Storage {
 
 impl Storage {
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.props.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.props
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The ZFS pool/dataset under which this storage's volumes live (`zfspool` only).
     pub fn zfs_pool(&self) -> Option<&str> {
-        (self.kind == StorageType::ZfsPool).then(|| self.get("pool")).flatten()
+        (self.kind == StorageType::ZfsPool)
+            .then(|| self.get("pool"))
+            .flatten()
     }
 }
 
@@ -112,7 +117,9 @@ impl StorageConfig {
     /// `ZFSPoolPlugin::parse_volname` + `<pool>/<name>`: a linked clone `base-100-disk-0/vm-..`
     /// lives under its last component.
     pub fn volume_dataset(&self, storage: &str, volname: &str) -> Result<VolumeDataset, NotZfs> {
-        let s = self.get(storage).ok_or_else(|| NotZfs::UnknownStorage(storage.to_string()))?;
+        let s = self
+            .get(storage)
+            .ok_or_else(|| NotZfs::UnknownStorage(storage.to_string()))?;
         if s.kind != StorageType::ZfsPool {
             return Err(NotZfs::OtherType {
                 id: s.id.clone(),
@@ -166,26 +173,49 @@ pub fn parse_storage_cfg(file: &Path, text: &str) -> Result<StorageConfig, Confi
         }
         if raw.starts_with(|c: char| c.is_whitespace()) {
             let Some(i) = current else {
-                return Err(ConfigError::syntax(file, line, format!("property outside a section: '{}'", raw.trim())));
+                return Err(ConfigError::syntax(
+                    file,
+                    line,
+                    format!("property outside a section: '{}'", raw.trim()),
+                ));
             };
             let t = raw.trim();
-            let (k, v) = t.split_once(char::is_whitespace).map(|(k, v)| (k, v.trim())).unwrap_or((t, "1"));
+            let (k, v) = t
+                .split_once(char::is_whitespace)
+                .map(|(k, v)| (k, v.trim()))
+                .unwrap_or((t, "1"));
             let s = &mut cfg.storages[i];
             if s.get(k).is_some() {
-                return Err(ConfigError::syntax(file, line, format!("duplicate attribute '{k}' in storage '{}'", s.id)));
+                return Err(ConfigError::syntax(
+                    file,
+                    line,
+                    format!("duplicate attribute '{k}' in storage '{}'", s.id),
+                ));
             }
             s.props.push((k.to_string(), v.to_string()));
             continue;
         }
         let Some((t, id)) = raw.split_once(':') else {
-            return Err(ConfigError::syntax(file, line, format!("unable to parse section header '{raw}'")));
+            return Err(ConfigError::syntax(
+                file,
+                line,
+                format!("unable to parse section header '{raw}'"),
+            ));
         };
         let (t, id) = (t.trim(), id.trim());
         if t.is_empty() || t.contains(char::is_whitespace) || !valid_storeid(id) {
-            return Err(ConfigError::syntax(file, line, format!("invalid section header '{raw}'")));
+            return Err(ConfigError::syntax(
+                file,
+                line,
+                format!("invalid section header '{raw}'"),
+            ));
         }
         if cfg.get(id).is_some() {
-            return Err(ConfigError::syntax(file, line, format!("duplicate storage id '{id}'")));
+            return Err(ConfigError::syntax(
+                file,
+                line,
+                format!("duplicate storage id '{id}'"),
+            ));
         }
         cfg.storages.push(Storage {
             id: id.to_string(),

@@ -66,19 +66,28 @@ impl PropertyString {
                     out.props.push((k.to_string(), v.trim().to_string()));
                 }
                 None if i == 0 => out.default = Some(part.to_string()),
-                None => return Err(format!("value without key '{part}' in property string '{s}'")),
+                None => {
+                    return Err(format!(
+                        "value without key '{part}' in property string '{s}'"
+                    ))
+                }
             }
         }
         Ok(out)
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.props.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.props
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// A PVE boolean option: `1`/`on`/`yes`/`true` or `0`/`off`/`no`/`false`.
     pub fn get_bool(&self, key: &str) -> Result<Option<bool>, String> {
-        self.get(key).map(|v| parse_bool(v).ok_or_else(|| format!("{key}={v} is not a boolean"))).transpose()
+        self.get(key)
+            .map(|v| parse_bool(v).ok_or_else(|| format!("{key}={v} is not a boolean")))
+            .transpose()
     }
 }
 
@@ -94,7 +103,9 @@ pub fn parse_bool(v: &str) -> Option<bool> {
 /// (or `KiB`..`TiB`), in bytes. Fractions are allowed (`1.5G`) and rounded down.
 pub fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
     if num.is_empty() || num.matches('.').count() > 1 {
         return None;
@@ -136,13 +147,17 @@ mod tests {
 
     #[test]
     fn property_strings() {
-        let p = PropertyString::parse("local-zfs:subvol-100-disk-1,mp=/srv/data,backup=1,size=32G").unwrap();
+        let p = PropertyString::parse("local-zfs:subvol-100-disk-1,mp=/srv/data,backup=1,size=32G")
+            .unwrap();
         assert_eq!(p.default.as_deref(), Some("local-zfs:subvol-100-disk-1"));
         assert_eq!(p.get("mp"), Some("/srv/data"));
         assert_eq!(p.get_bool("backup").unwrap(), Some(true));
         assert!(PropertyString::parse("a,b").is_err());
         assert!(PropertyString::parse("a,x=1,x=2").is_err());
-        assert!(PropertyString::parse("a,backup=maybe").unwrap().get_bool("backup").is_err());
+        assert!(PropertyString::parse("a,backup=maybe")
+            .unwrap()
+            .get_bool("backup")
+            .is_err());
     }
 
     #[test]

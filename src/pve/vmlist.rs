@@ -33,16 +33,23 @@ struct RawEntry {
 }
 
 pub fn parse_vmlist(file: &Path, text: &str) -> Result<VmList, ConfigError> {
-    let raw: RawList = serde_json::from_str(text).map_err(|e| ConfigError::syntax(file, e.line(), format!("invalid JSON: {e}")))?;
+    let raw: RawList = serde_json::from_str(text)
+        .map_err(|e| ConfigError::syntax(file, e.line(), format!("invalid JSON: {e}")))?;
     let mut out = VmList::default();
     for (id, e) in raw.ids {
-        let vmid = Vmid::parse(&id).ok_or_else(|| ConfigError::invalid(file, format!("invalid vmid '{id}'")))?;
+        let vmid = Vmid::parse(&id)
+            .ok_or_else(|| ConfigError::invalid(file, format!("invalid vmid '{id}'")))?;
         let kind = match e.kind.as_str() {
             "lxc" => GuestKind::Lxc,
             "qemu" => GuestKind::Qemu,
             // OpenVZ guests are gone since PVE 4; nothing proxborg can back up.
             "openvz" => continue,
-            o => return Err(ConfigError::invalid(file, format!("vmid {id}: unknown type '{o}'"))),
+            o => {
+                return Err(ConfigError::invalid(
+                    file,
+                    format!("vmid {id}: unknown type '{o}'"),
+                ))
+            }
         };
         out.ids.insert(vmid, VmListEntry { node: e.node, kind });
     }
@@ -57,7 +64,13 @@ mod tests {
     fn parses_ids_and_empty_list() {
         let f = Path::new(".vmlist");
         let l = parse_vmlist(f, r#"{"version": 7, "ids": {"100": {"node": "pve1", "type": "lxc", "version": 3}, "200": {"node": "pve2", "type": "qemu", "version": 1}}}"#).unwrap();
-        assert_eq!(l.ids[&Vmid(100)], VmListEntry { node: "pve1".into(), kind: GuestKind::Lxc });
+        assert_eq!(
+            l.ids[&Vmid(100)],
+            VmListEntry {
+                node: "pve1".into(),
+                kind: GuestKind::Lxc
+            }
+        );
         assert_eq!(l.ids[&Vmid(200)].kind, GuestKind::Qemu);
         assert!(parse_vmlist(f, r#"{"version": 1}"#).unwrap().ids.is_empty());
         let e = parse_vmlist(f, "{\n\"ids\": [}").unwrap_err().to_string();

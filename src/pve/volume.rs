@@ -48,7 +48,8 @@ impl LxcMount {
     /// vzdump's `mountpoint_backup_enabled`: rootfs always, volume mps only with `backup=1`,
     /// bind and device mounts never.
     pub fn vzdump_includes(&self) -> bool {
-        self.is_rootfs() || (matches!(self.source, MountSource::Volume { .. }) && self.backup == Some(true))
+        self.is_rootfs()
+            || (matches!(self.source, MountSource::Volume { .. }) && self.backup == Some(true))
     }
 }
 
@@ -59,15 +60,20 @@ pub fn split_volid(v: &str) -> Option<(&str, &str)> {
     let ok = b.len() >= 2
         && b[0].is_ascii_alphabetic()
         && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c));
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_.".contains(c));
     (ok && !name.is_empty()).then_some((s, name))
 }
 
 fn classify(v: &str) -> Option<MountSource> {
     if v.starts_with("/dev/") {
-        Some(MountSource::Device { path: v.to_string() })
+        Some(MountSource::Device {
+            path: v.to_string(),
+        })
     } else if v.starts_with('/') {
-        Some(MountSource::Bind { path: v.to_string() })
+        Some(MountSource::Bind {
+            path: v.to_string(),
+        })
     } else {
         split_volid(v).map(|(s, n)| MountSource::Volume {
             storage: s.to_string(),
@@ -84,13 +90,25 @@ fn mount_index(key: &str) -> Option<u32> {
     (n < 256 && key == format!("mp{n}")).then_some(n + 1)
 }
 
-fn parse_mount(file: &Path, section: &Section, key: &str, value: &str) -> Result<LxcMount, ConfigError> {
+fn parse_mount(
+    file: &Path,
+    section: &Section,
+    key: &str,
+    value: &str,
+) -> Result<LxcMount, ConfigError> {
     let line = section.line_of(key);
     let err = |msg: String| ConfigError::syntax(file, line, format!("{key}: {msg}"));
     let p = PropertyString::parse(value).map_err(&err)?;
-    let vol = p.default.clone().or_else(|| p.get("volume").map(str::to_string));
+    let vol = p
+        .default
+        .clone()
+        .or_else(|| p.get("volume").map(str::to_string));
     let vol = vol.ok_or_else(|| err("no volume".into()))?;
-    let source = classify(&vol).ok_or_else(|| err(format!("'{vol}' is neither storage:volume nor an absolute path")))?;
+    let source = classify(&vol).ok_or_else(|| {
+        err(format!(
+            "'{vol}' is neither storage:volume nor an absolute path"
+        ))
+    })?;
     let mp = if key == "rootfs" {
         "/".to_string()
     } else {
@@ -171,14 +189,22 @@ fn qemu_disk_order(key: &str) -> Option<(u8, u32)> {
 pub fn qemu_disks(conf: &GuestConfig, file: &Path) -> Result<Vec<QemuDisk>, ConfigError> {
     let mut out = Vec::new();
     for (k, v) in &conf.main.entries {
-        let Some(order) = qemu_disk_order(k) else { continue };
+        let Some(order) = qemu_disk_order(k) else {
+            continue;
+        };
         let line = conf.main.line_of(k);
         let err = |msg: String| ConfigError::syntax(file, line, format!("{k}: {msg}"));
         let p = PropertyString::parse(v).map_err(&err)?;
-        let volume = p.default.clone().or_else(|| p.get("file").map(str::to_string));
+        let volume = p
+            .default
+            .clone()
+            .or_else(|| p.get("file").map(str::to_string));
         let volume = volume.ok_or_else(|| err("no volume".into()))?;
         let cdrom = p.get("media") == Some("cdrom") || volume == "cdrom";
-        let size = p.get("size").map(|s| parse_size(s).ok_or_else(|| err(format!("size={s} is not a size")))).transpose()?;
+        let size = p
+            .get("size")
+            .map(|s| parse_size(s).ok_or_else(|| err(format!("size={s} is not a size"))))
+            .transpose()?;
         let mut backup = p.get_bool("backup").map_err(&err)?.unwrap_or(true);
         if k.starts_with("efidisk") && conf.main.get("bios") != Some("ovmf") {
             backup = false;
@@ -213,25 +239,54 @@ mod tests {
     #[test]
     fn classifies_volumes_binds_and_devices() {
         let m = lxc("mp1: /dev/sdb1,mp=/mnt/dev\nrootfs: local-zfs:subvol-100-disk-0,size=8G\nmp0: /srv/host,mp=/mnt/host/,ro=1\nmp10: local-zfs:subvol-100-disk-1,mp=/data,backup=1,acl=0,quota=1,replicate=0,shared=0\n").unwrap();
-        assert_eq!(m.iter().map(|m| m.key.as_str()).collect::<Vec<_>>(), ["rootfs", "mp0", "mp1", "mp10"]);
-        assert_eq!(m[0].source, MountSource::Volume { storage: "local-zfs".into(), volname: "subvol-100-disk-0".into() });
+        assert_eq!(
+            m.iter().map(|m| m.key.as_str()).collect::<Vec<_>>(),
+            ["rootfs", "mp0", "mp1", "mp10"]
+        );
+        assert_eq!(
+            m[0].source,
+            MountSource::Volume {
+                storage: "local-zfs".into(),
+                volname: "subvol-100-disk-0".into()
+            }
+        );
         assert_eq!(m[0].size, Some(8 << 30));
-        assert_eq!(m[1].source, MountSource::Bind { path: "/srv/host".into() });
+        assert_eq!(
+            m[1].source,
+            MountSource::Bind {
+                path: "/srv/host".into()
+            }
+        );
         assert_eq!(m[1].mp, "/mnt/host");
         assert_eq!(m[1].ro, Some(true));
-        assert_eq!(m[2].source, MountSource::Device { path: "/dev/sdb1".into() });
-        assert_eq!((m[3].acl, m[3].quota, m[3].replicate, m[3].shared), (Some(false), Some(true), Some(false), Some(false)));
-        assert_eq!(m.iter().map(LxcMount::vzdump_includes).collect::<Vec<_>>(), [true, false, false, true]);
+        assert_eq!(
+            m[2].source,
+            MountSource::Device {
+                path: "/dev/sdb1".into()
+            }
+        );
+        assert_eq!(
+            (m[3].acl, m[3].quota, m[3].replicate, m[3].shared),
+            (Some(false), Some(true), Some(false), Some(false))
+        );
+        assert_eq!(
+            m.iter().map(LxcMount::vzdump_includes).collect::<Vec<_>>(),
+            [true, false, false, true]
+        );
     }
 
     #[test]
     fn refuses_broken_mounts_with_line() {
-        let e = lxc("rootfs: local-zfs:subvol-100-disk-0\nmp0: local-zfs:subvol-100-disk-1\n").unwrap_err();
+        let e = lxc("rootfs: local-zfs:subvol-100-disk-0\nmp0: local-zfs:subvol-100-disk-1\n")
+            .unwrap_err();
         assert_eq!(e.to_string(), "lxc/100.conf:2: mp0: missing mp=");
         let e = lxc("rootfs: local-zfs:x\nmp0: local-zfs:y,mp=/a/../etc\n").unwrap_err();
         assert!(e.to_string().contains(":2: mp0: mp=/a/../etc"), "{e}");
         let e = lxc("rootfs: junk\n").unwrap_err();
         assert!(e.to_string().contains(":1: rootfs: 'junk'"), "{e}");
-        assert!(lxc("arch: amd64\n").unwrap_err().to_string().contains("no rootfs"));
+        assert!(lxc("arch: amd64\n")
+            .unwrap_err()
+            .to_string()
+            .contains("no rootfs"));
     }
 }

@@ -30,15 +30,18 @@ pub fn vzdump_pct_conf(conf_text: &str) -> Result<String, ConfigError> {
     let in_use: Vec<&str> = main
         .entries
         .iter()
-        .filter(|(k, _)| k == "rootfs" || (k.starts_with("mp") && k[2..].bytes().all(|b| b.is_ascii_digit())))
+        .filter(|(k, _)| {
+            k == "rootfs" || (k.starts_with("mp") && k[2..].bytes().all(|b| b.is_ascii_digit()))
+        })
         .filter_map(|(_, v)| v.split(',').next())
         .collect();
     let mut keys: Vec<&(String, String)> = main
         .entries
         .iter()
         .filter(|(k, v)| {
-            !matches!(k.as_str(), "lock" | "parent" | "digest" | "snapstate")
-                && !(k.starts_with("unused") && in_use.contains(&v.as_str()))
+            let dropped = matches!(k.as_str(), "lock" | "parent" | "digest" | "snapstate");
+            let unused_in_use = k.starts_with("unused") && in_use.contains(&v.as_str());
+            !dropped && !unused_in_use
         })
         .collect();
     keys.sort_by(|a, b| a.0.cmp(&b.0));

@@ -29,7 +29,10 @@ impl UserProperty {
         if name.len() > 256 {
             return Err(bad("longer than 256 bytes"));
         }
-        if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b":._-".contains(&b)) {
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b":._-".contains(&b))
+        {
             return Err(bad("only a-z, 0-9 and ':._-' are allowed"));
         }
         if name.starts_with(|c: char| !c.is_ascii_lowercase()) {
@@ -64,7 +67,15 @@ fn s(v: &str) -> String {
 
 /// `zfs list -H -o name,mountpoint,type -t filesystem,volume [-r] [names...]`.
 pub fn list_argv(names: &[DatasetName], recursive: bool) -> Vec<String> {
-    let mut a = vec![s("zfs"), s("list"), s("-H"), s("-o"), s("name,mountpoint,type"), s("-t"), s("filesystem,volume")];
+    let mut a = vec![
+        s("zfs"),
+        s("list"),
+        s("-H"),
+        s("-o"),
+        s("name,mountpoint,type"),
+        s("-t"),
+        s("filesystem,volume"),
+    ];
     if recursive {
         a.push(s("-r"));
     }
@@ -74,7 +85,15 @@ pub fn list_argv(names: &[DatasetName], recursive: bool) -> Vec<String> {
 
 /// `zfs get -H -p -o name,property,value <props> <names...>`.
 pub fn get_argv(props: &[&str], names: &[&str]) -> Vec<String> {
-    let mut a = vec![s("zfs"), s("get"), s("-H"), s("-p"), s("-o"), s("name,property,value"), props.join(",")];
+    let mut a = vec![
+        s("zfs"),
+        s("get"),
+        s("-H"),
+        s("-p"),
+        s("-o"),
+        s("name,property,value"),
+        props.join(","),
+    ];
     a.extend(names.iter().map(|n| n.to_string()));
     a
 }
@@ -85,7 +104,10 @@ pub fn snapshot_argv(snaps: &[SnapshotName]) -> Result<Vec<String>, ZfsError> {
 }
 
 /// `zfs snapshot -o prop=value ... a@s b@s ...`.
-pub fn snapshot_with_props_argv(snaps: &[SnapshotName], props: &[(UserProperty, String)]) -> Result<Vec<String>, ZfsError> {
+pub fn snapshot_with_props_argv(
+    snaps: &[SnapshotName],
+    props: &[(UserProperty, String)],
+) -> Result<Vec<String>, ZfsError> {
     let first = snaps.first().ok_or(ZfsError::NothingToSnapshot)?;
     let pool = first.dataset().pool().to_string();
     if let Some(other) = snaps.iter().find(|x| x.dataset().pool() != pool) {
@@ -106,9 +128,15 @@ pub fn snapshot_with_props_argv(snaps: &[SnapshotName], props: &[(UserProperty, 
 
 /// `zfs clone -o k=v ... <snap> <target>`. `props` are native (`readonly`, `mountpoint`,
 /// `canmount`) or user properties; the clone's name must carry [`CLONE_PREFIX`].
-pub fn clone_argv(snap: &SnapshotName, target: &DatasetName, props: &[(&str, &str)]) -> Result<Vec<String>, ZfsError> {
+pub fn clone_argv(
+    snap: &SnapshotName,
+    target: &DatasetName,
+    props: &[(&str, &str)],
+) -> Result<Vec<String>, ZfsError> {
     if !target.leaf().starts_with(CLONE_PREFIX) {
-        return Err(ZfsError::NotProxborgOwned { name: target.to_string() });
+        return Err(ZfsError::NotProxborgOwned {
+            name: target.to_string(),
+        });
     }
     if snap.dataset().pool() != target.pool() {
         return Err(ZfsError::CrossPool {
@@ -118,7 +146,10 @@ pub fn clone_argv(snap: &SnapshotName, target: &DatasetName, props: &[(&str, &st
     }
     let mut a = vec![s("zfs"), s("clone")];
     for (k, v) in props {
-        let native = matches!(*k, "readonly" | "mountpoint" | "canmount" | "atime" | "exec" | "setuid" | "devices");
+        let native = matches!(
+            *k,
+            "readonly" | "mountpoint" | "canmount" | "atime" | "exec" | "setuid" | "devices"
+        );
         if !native {
             UserProperty::new(k)?;
         }
@@ -142,22 +173,41 @@ pub enum Destroyable {
 pub fn destroy_argv(target: &Destroyable) -> Result<Vec<String>, ZfsError> {
     let name = match target {
         Destroyable::Snapshot(sn) if sn.snap().starts_with(SNAPSHOT_PREFIX) => sn.to_string(),
-        Destroyable::Clone(ds) if ds.leaf().starts_with(CLONE_PREFIX) && ds.parent().is_some() => ds.to_string(),
-        Destroyable::Snapshot(sn) => return Err(ZfsError::NotProxborgOwned { name: sn.to_string() }),
-        Destroyable::Clone(ds) => return Err(ZfsError::NotProxborgOwned { name: ds.to_string() }),
+        Destroyable::Clone(ds) if ds.leaf().starts_with(CLONE_PREFIX) && ds.parent().is_some() => {
+            ds.to_string()
+        }
+        Destroyable::Snapshot(sn) => {
+            return Err(ZfsError::NotProxborgOwned {
+                name: sn.to_string(),
+            })
+        }
+        Destroyable::Clone(ds) => {
+            return Err(ZfsError::NotProxborgOwned {
+                name: ds.to_string(),
+            })
+        }
     };
     Ok(vec![s("zfs"), s("destroy"), name])
 }
 
 /// `zfs set <prop>=<value> <dataset-or-snapshot>`.
-pub fn set_user_property(name: &str, prop: &UserProperty, value: &str) -> Result<Vec<String>, ZfsError> {
+pub fn set_user_property(
+    name: &str,
+    prop: &UserProperty,
+    value: &str,
+) -> Result<Vec<String>, ZfsError> {
     if name.contains('@') {
         SnapshotName::new(name)?;
     } else {
         DatasetName::new(name)?;
     }
     check_value(prop.as_str(), value)?;
-    Ok(vec![s("zfs"), s("set"), format!("{}={value}", prop.as_str()), name.to_string()])
+    Ok(vec![
+        s("zfs"),
+        s("set"),
+        format!("{}={value}", prop.as_str()),
+        name.to_string(),
+    ])
 }
 
 #[cfg(test)]
@@ -171,31 +221,105 @@ mod tests {
     #[test]
     fn snapshot_is_one_call_per_pool() {
         let a = snapshot_with_props_argv(
-            &[snap("rpool/data/subvol-100-disk-0@proxborg-1"), snap("rpool/data/subvol-100-disk-1@proxborg-1")],
+            &[
+                snap("rpool/data/subvol-100-disk-0@proxborg-1"),
+                snap("rpool/data/subvol-100-disk-1@proxborg-1"),
+            ],
             &[(UserProperty::run(), "r1".into())],
         )
         .unwrap();
-        assert_eq!(a, ["zfs", "snapshot", "-o", "proxborg:run=r1", "rpool/data/subvol-100-disk-0@proxborg-1", "rpool/data/subvol-100-disk-1@proxborg-1"]);
-        assert!(matches!(snapshot_argv(&[snap("rpool/a@x"), snap("tank/b@x")]), Err(ZfsError::CrossPool { .. })));
+        assert_eq!(
+            a,
+            [
+                "zfs",
+                "snapshot",
+                "-o",
+                "proxborg:run=r1",
+                "rpool/data/subvol-100-disk-0@proxborg-1",
+                "rpool/data/subvol-100-disk-1@proxborg-1"
+            ]
+        );
+        assert!(matches!(
+            snapshot_argv(&[snap("rpool/a@x"), snap("tank/b@x")]),
+            Err(ZfsError::CrossPool { .. })
+        ));
         assert_eq!(snapshot_argv(&[]), Err(ZfsError::NothingToSnapshot));
     }
 
     #[test]
     fn clone_destroy_and_set() {
         let target = DatasetName::new("rpool/data/proxborg-clone-20261123T071900Z-0").unwrap();
-        let a = clone_argv(&snap("rpool/data/subvol-100-disk-0@proxborg-1"), &target, &[("readonly", "on"), ("mountpoint", "/run/proxborg/x"), (RUN_PROPERTY, "r1")]).unwrap();
-        assert_eq!(a, ["zfs", "clone", "-o", "readonly=on", "-o", "mountpoint=/run/proxborg/x", "-o", "proxborg:run=r1", "rpool/data/subvol-100-disk-0@proxborg-1", "rpool/data/proxborg-clone-20261123T071900Z-0"]);
-        assert!(clone_argv(&snap("rpool/a@proxborg-1"), &DatasetName::new("rpool/data/x").unwrap(), &[]).is_err());
-        assert!(clone_argv(&snap("rpool/a@proxborg-1"), &target, &[("compression", "off")]).is_err());
-        assert!(clone_argv(&snap("rpool/a@proxborg-1"), &target, &[("readonly", "on\n-o x")]).is_err());
+        let a = clone_argv(
+            &snap("rpool/data/subvol-100-disk-0@proxborg-1"),
+            &target,
+            &[
+                ("readonly", "on"),
+                ("mountpoint", "/run/proxborg/x"),
+                (RUN_PROPERTY, "r1"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            a,
+            [
+                "zfs",
+                "clone",
+                "-o",
+                "readonly=on",
+                "-o",
+                "mountpoint=/run/proxborg/x",
+                "-o",
+                "proxborg:run=r1",
+                "rpool/data/subvol-100-disk-0@proxborg-1",
+                "rpool/data/proxborg-clone-20261123T071900Z-0"
+            ]
+        );
+        assert!(clone_argv(
+            &snap("rpool/a@proxborg-1"),
+            &DatasetName::new("rpool/data/x").unwrap(),
+            &[]
+        )
+        .is_err());
+        assert!(clone_argv(
+            &snap("rpool/a@proxborg-1"),
+            &target,
+            &[("compression", "off")]
+        )
+        .is_err());
+        assert!(clone_argv(
+            &snap("rpool/a@proxborg-1"),
+            &target,
+            &[("readonly", "on\n-o x")]
+        )
+        .is_err());
 
-        assert_eq!(destroy_argv(&Destroyable::Clone(target)).unwrap(), ["zfs", "destroy", "rpool/data/proxborg-clone-20261123T071900Z-0"]);
-        assert_eq!(destroy_argv(&Destroyable::Snapshot(snap("rpool/a@proxborg-1"))).unwrap(), ["zfs", "destroy", "rpool/a@proxborg-1"]);
-        for bad in [Destroyable::Snapshot(snap("rpool/a@vzdump")), Destroyable::Clone(DatasetName::new("rpool/data").unwrap()), Destroyable::Clone(DatasetName::new("proxborg-clone-x").unwrap())] {
-            assert!(matches!(destroy_argv(&bad), Err(ZfsError::NotProxborgOwned { .. })), "{bad:?}");
+        assert_eq!(
+            destroy_argv(&Destroyable::Clone(target)).unwrap(),
+            [
+                "zfs",
+                "destroy",
+                "rpool/data/proxborg-clone-20261123T071900Z-0"
+            ]
+        );
+        assert_eq!(
+            destroy_argv(&Destroyable::Snapshot(snap("rpool/a@proxborg-1"))).unwrap(),
+            ["zfs", "destroy", "rpool/a@proxborg-1"]
+        );
+        for bad in [
+            Destroyable::Snapshot(snap("rpool/a@vzdump")),
+            Destroyable::Clone(DatasetName::new("rpool/data").unwrap()),
+            Destroyable::Clone(DatasetName::new("proxborg-clone-x").unwrap()),
+        ] {
+            assert!(
+                matches!(destroy_argv(&bad), Err(ZfsError::NotProxborgOwned { .. })),
+                "{bad:?}"
+            );
         }
 
-        assert_eq!(set_user_property("rpool/a@proxborg-1", &UserProperty::run(), "r1").unwrap(), ["zfs", "set", "proxborg:run=r1", "rpool/a@proxborg-1"]);
+        assert_eq!(
+            set_user_property("rpool/a@proxborg-1", &UserProperty::run(), "r1").unwrap(),
+            ["zfs", "set", "proxborg:run=r1", "rpool/a@proxborg-1"]
+        );
         assert!(set_user_property("rpool/a", &UserProperty::run(), "a\tb").is_err());
         assert!(UserProperty::new("noColon").is_err());
         assert!(UserProperty::new("Proxborg:run").is_err());
@@ -204,7 +328,32 @@ mod tests {
 
     #[test]
     fn list_and_get() {
-        assert_eq!(list_argv(&[DatasetName::new("rpool").unwrap()], true), ["zfs", "list", "-H", "-o", "name,mountpoint,type", "-t", "filesystem,volume", "-r", "rpool"]);
-        assert_eq!(get_argv(&["guid", RUN_PROPERTY], &["rpool/a"]), ["zfs", "get", "-H", "-p", "-o", "name,property,value", "guid,proxborg:run", "rpool/a"]);
+        assert_eq!(
+            list_argv(&[DatasetName::new("rpool").unwrap()], true),
+            [
+                "zfs",
+                "list",
+                "-H",
+                "-o",
+                "name,mountpoint,type",
+                "-t",
+                "filesystem,volume",
+                "-r",
+                "rpool"
+            ]
+        );
+        assert_eq!(
+            get_argv(&["guid", RUN_PROPERTY], &["rpool/a"]),
+            [
+                "zfs",
+                "get",
+                "-H",
+                "-p",
+                "-o",
+                "name,property,value",
+                "guid,proxborg:run",
+                "rpool/a"
+            ]
+        );
     }
 }

@@ -9,8 +9,8 @@ pub mod names;
 pub mod parse;
 
 pub use argv::{
-    clone_argv, destroy_argv, get_argv, list_argv, set_user_property, snapshot_argv, snapshot_with_props_argv,
-    UserProperty, CLONE_PREFIX, RUN_PROPERTY, SNAPSHOT_PREFIX,
+    clone_argv, destroy_argv, get_argv, list_argv, set_user_property, snapshot_argv,
+    snapshot_with_props_argv, UserProperty, CLONE_PREFIX, RUN_PROPERTY, SNAPSHOT_PREFIX,
 };
 pub use names::{DatasetName, SnapshotName};
 pub use parse::{parse_get, parse_list, DatasetType, Mountpoint, PropertyRow, ZfsListEntry};
@@ -82,10 +82,24 @@ mod tests {
             ZfsError::from_stderr(&fixture("zfs-fuse-snapshot-multi.stderr")),
             ZfsError::MultiSnapshotUnsupported { .. }
         ));
-        assert!(matches!(ZfsError::from_stderr(&fixture("zfs-fuse-list-missing.stderr")), ZfsError::DatasetMissing { .. }));
-        assert!(matches!(ZfsError::from_stderr(&fixture("zfs-fuse-snapshot-exists.stderr")), ZfsError::AlreadyExists { .. }));
-        assert!(matches!(ZfsError::from_stderr(&fixture("openzfs-destroy-busy.stderr")), ZfsError::Busy { .. }));
+        assert!(matches!(
+            ZfsError::from_stderr(&fixture("zfs-fuse-list-missing.stderr")),
+            ZfsError::DatasetMissing { .. }
+        ));
+        assert!(matches!(
+            ZfsError::from_stderr(&fixture("zfs-fuse-snapshot-exists.stderr")),
+            ZfsError::AlreadyExists { .. }
+        ));
+        assert!(matches!(
+            ZfsError::from_stderr(&fixture("openzfs-destroy-busy.stderr")),
+            ZfsError::Busy { .. }
+        ));
         let e = ZfsError::from_stderr("cannot mount 'x': permission denied\n");
-        assert_eq!(e, ZfsError::Other { stderr: "cannot mount 'x': permission denied".into() });
+        assert_eq!(
+            e,
+            ZfsError::Other {
+                stderr: "cannot mount 'x': permission denied".into()
+            }
+        );
     }
 }

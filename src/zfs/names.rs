@@ -22,7 +22,10 @@ fn check_component(full: &str, c: &str) -> Result<(), ZfsError> {
     if c == "." || c == ".." {
         return Err(bad(full, format!("component '{c}' is reserved")));
     }
-    if let Some(ch) = c.chars().find(|ch| !(ch.is_ascii_alphanumeric() || "_.: -".contains(*ch))) {
+    if let Some(ch) = c
+        .chars()
+        .find(|ch| !(ch.is_ascii_alphanumeric() || "_.: -".contains(*ch)))
+    {
         return Err(bad(full, format!("invalid character '{ch}'")));
     }
     Ok(())
@@ -32,7 +35,9 @@ fn check_pool(full: &str, pool: &str) -> Result<(), ZfsError> {
     if !pool.starts_with(|c: char| c.is_ascii_alphabetic()) {
         return Err(bad(full, "pool name must begin with a letter"));
     }
-    let reserved = ["mirror", "raidz", "draid", "spare", "log"].iter().any(|r| pool.starts_with(r))
+    let reserved = ["mirror", "raidz", "draid", "spare", "log"]
+        .iter()
+        .any(|r| pool.starts_with(r))
         || (pool.len() >= 2 && pool.starts_with('c') && pool.as_bytes()[1].is_ascii_digit());
     if reserved {
         return Err(bad(full, "pool name is reserved"));
@@ -77,7 +82,9 @@ impl DatasetName {
     }
 
     pub fn parent(&self) -> Option<DatasetName> {
-        self.0.rsplit_once('/').map(|(p, _)| DatasetName(p.to_string()))
+        self.0
+            .rsplit_once('/')
+            .map(|(p, _)| DatasetName(p.to_string()))
     }
 
     pub fn child(&self, component: &str) -> Result<DatasetName, ZfsError> {
@@ -105,7 +112,9 @@ impl SnapshotName {
         if s.len() > MAX_NAME {
             return Err(bad(s, "longer than 255 bytes"));
         }
-        let (ds, snap) = s.split_once('@').ok_or_else(|| bad(s, "a snapshot name needs '@'"))?;
+        let (ds, snap) = s
+            .split_once('@')
+            .ok_or_else(|| bad(s, "a snapshot name needs '@'"))?;
         DatasetName::new(ds).map_err(|e| match e {
             ZfsError::InvalidName { reason, .. } => bad(s, reason),
             e => e,
@@ -122,7 +131,13 @@ impl SnapshotName {
     }
 
     pub fn dataset(&self) -> DatasetName {
-        DatasetName(self.0.split_once('@').map(|(d, _)| d).unwrap_or(&self.0).to_string())
+        DatasetName(
+            self.0
+                .split_once('@')
+                .map(|(d, _)| d)
+                .unwrap_or(&self.0)
+                .to_string(),
+        )
     }
 
     /// The part after `@`.
@@ -144,10 +159,17 @@ mod tests {
 
     #[test]
     fn accepts_what_zfs_accepts() {
-        for ok in ["rpool", "rpool/data/subvol-100-disk-0", "tank/a b", "tank/ok:.-_", "p/x.y"] {
+        for ok in [
+            "rpool",
+            "rpool/data/subvol-100-disk-0",
+            "tank/a b",
+            "tank/ok:.-_",
+            "p/x.y",
+        ] {
             DatasetName::new(ok).unwrap();
         }
-        let s = SnapshotName::new("rpool/data/subvol-100-disk-0@proxborg-20261123T071900Z").unwrap();
+        let s =
+            SnapshotName::new("rpool/data/subvol-100-disk-0@proxborg-20261123T071900Z").unwrap();
         assert_eq!(s.dataset().as_str(), "rpool/data/subvol-100-disk-0");
         assert_eq!(s.snap(), "proxborg-20261123T071900Z");
         assert_eq!(s.dataset().pool(), "rpool");
@@ -174,7 +196,14 @@ mod tests {
             assert!(e.contains(why), "{name}: {e}");
         }
         assert!(DatasetName::new(&format!("p/{}", "a".repeat(254))).is_err());
-        for bad in ["rpool", "rpool@", "rpool@a@b", "rpool@a/b", "rpool/x%@s", "rpool@s%"] {
+        for bad in [
+            "rpool",
+            "rpool@",
+            "rpool@a@b",
+            "rpool@a/b",
+            "rpool/x%@s",
+            "rpool@s%",
+        ] {
             assert!(SnapshotName::new(bad).is_err(), "{bad}");
         }
     }

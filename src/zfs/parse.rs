@@ -76,7 +76,12 @@ pub fn parse_list(text: &str) -> Result<Vec<ZfsListEntry>, ZfsError> {
         }
         let f: Vec<&str> = l.split('\t').collect();
         let [name, mp, kind] = f.as_slice() else {
-            return Err(perr(WHAT, i + 1, l, format!("expected 3 tab-separated fields, got {}", f.len())));
+            return Err(perr(
+                WHAT,
+                i + 1,
+                l,
+                format!("expected 3 tab-separated fields, got {}", f.len()),
+            ));
         };
         let kind = match *kind {
             "filesystem" => DatasetType::Filesystem,
@@ -96,7 +101,14 @@ pub fn parse_list(text: &str) -> Result<Vec<ZfsListEntry>, ZfsError> {
             "none" => Mountpoint::None,
             "legacy" => Mountpoint::Legacy,
             p if p.starts_with('/') => Mountpoint::Path(PathBuf::from(p)),
-            p => return Err(perr(WHAT, i + 1, l, format!("mountpoint '{p}' is not absolute"))),
+            p => {
+                return Err(perr(
+                    WHAT,
+                    i + 1,
+                    l,
+                    format!("mountpoint '{p}' is not absolute"),
+                ))
+            }
         };
         out.push(ZfsListEntry {
             name: name.to_string(),
@@ -161,8 +173,18 @@ mod tests {
     fn zfs_fuse_list_golden() {
         let l = parse_list(&fixture("zfs-fuse-list-all.txt")).unwrap();
         assert_eq!(l.len(), 7);
-        assert_eq!(l[0], ZfsListEntry { name: "pvefix".into(), mountpoint: Mountpoint::Path("/tmp/pvefix-mnt".into()), kind: DatasetType::Filesystem });
-        assert_eq!(l[5].mountpoint.path(), Some(std::path::Path::new("/tmp/pvefix-mnt/srv")));
+        assert_eq!(
+            l[0],
+            ZfsListEntry {
+                name: "pvefix".into(),
+                mountpoint: Mountpoint::Path("/tmp/pvefix-mnt".into()),
+                kind: DatasetType::Filesystem
+            }
+        );
+        assert_eq!(
+            l[5].mountpoint.path(),
+            Some(std::path::Path::new("/tmp/pvefix-mnt/srv"))
+        );
         let snap = &l[4];
         assert_eq!(snap.kind, DatasetType::Snapshot);
         assert_eq!(snap.mountpoint, Mountpoint::NotApplicable);
@@ -174,36 +196,89 @@ mod tests {
     fn openzfs_list_golden() {
         let l = parse_list(&fixture("openzfs-list.txt")).unwrap();
         let get = |n: &str| l.iter().find(|e| e.name == n).unwrap();
-        assert_eq!(get("rpool/ROOT/pve-1").mountpoint, Mountpoint::Path("/".into()));
+        assert_eq!(
+            get("rpool/ROOT/pve-1").mountpoint,
+            Mountpoint::Path("/".into())
+        );
         assert_eq!(get("rpool/data/vm-200-disk-0").kind, DatasetType::Volume);
-        assert_eq!(get("rpool/data/vm-200-disk-0").mountpoint, Mountpoint::NotApplicable);
+        assert_eq!(
+            get("rpool/data/vm-200-disk-0").mountpoint,
+            Mountpoint::NotApplicable
+        );
         assert_eq!(get("rpool/nomount").mountpoint, Mountpoint::None);
         assert_eq!(get("rpool/legacy").mountpoint, Mountpoint::Legacy);
-        assert_eq!(get("tank/ct/subvol-103-disk-0").mountpoint.path().unwrap(), std::path::Path::new("/tank/ct/subvol-103-disk-0"));
+        assert_eq!(
+            get("tank/ct/subvol-103-disk-0").mountpoint.path().unwrap(),
+            std::path::Path::new("/tank/ct/subvol-103-disk-0")
+        );
     }
 
     #[test]
     fn get_golden_both_implementations() {
         let rows = parse_get(&fixture("zfs-fuse-get.txt")).unwrap();
         assert_eq!(rows.len(), 28);
-        assert_eq!(property(&rows, "pvefix/data/subvol-100-disk-1", "proxborg:run"), Some("abc123"));
-        assert_eq!(property(&rows, "pvefix/data/subvol-100-disk-0", "proxborg:run"), None);
-        assert_eq!(property(&rows, "pvefix", "guid"), Some("212755847572743819"));
-        assert_eq!(property(&rows, "pvefix/data/subvol-100-disk-0@proxborg-20261123T071900Z", "mountpoint"), None);
+        assert_eq!(
+            property(&rows, "pvefix/data/subvol-100-disk-1", "proxborg:run"),
+            Some("abc123")
+        );
+        assert_eq!(
+            property(&rows, "pvefix/data/subvol-100-disk-0", "proxborg:run"),
+            None
+        );
+        assert_eq!(
+            property(&rows, "pvefix", "guid"),
+            Some("212755847572743819")
+        );
+        assert_eq!(
+            property(
+                &rows,
+                "pvefix/data/subvol-100-disk-0@proxborg-20261123T071900Z",
+                "mountpoint"
+            ),
+            None
+        );
         let rows = parse_get(&fixture("openzfs-get.txt")).unwrap();
-        assert_eq!(property(&rows, "rpool/data/subvol-100-disk-0", "guid"), Some("5419873327731839610"));
-        assert_eq!(property(&rows, "rpool/data/subvol-100-disk-0", "refquota"), Some("8589934592"));
-        assert_eq!(property(&rows, "rpool/data/subvol-100-disk-0@vzdump", "pve-storage:refquota"), Some("8589934592"));
-        assert_eq!(property(&rows, "rpool/data/proxborg-clone-20261101T000000Z", "proxborg:run"), Some("run-7f3a\twith tab"));
+        assert_eq!(
+            property(&rows, "rpool/data/subvol-100-disk-0", "guid"),
+            Some("5419873327731839610")
+        );
+        assert_eq!(
+            property(&rows, "rpool/data/subvol-100-disk-0", "refquota"),
+            Some("8589934592")
+        );
+        assert_eq!(
+            property(
+                &rows,
+                "rpool/data/subvol-100-disk-0@vzdump",
+                "pve-storage:refquota"
+            ),
+            Some("8589934592")
+        );
+        assert_eq!(
+            property(
+                &rows,
+                "rpool/data/proxborg-clone-20261101T000000Z",
+                "proxborg:run"
+            ),
+            Some("run-7f3a\twith tab")
+        );
     }
 
     #[test]
     fn malformed_output_is_an_error_naming_the_line() {
-        let e = parse_list("rpool\t/rpool\tfilesystem\nrpool/x /rpool/x filesystem\n").unwrap_err().to_string();
-        assert!(e.contains("line 2: expected 3 tab-separated fields, got 1"), "{e}");
+        let e = parse_list("rpool\t/rpool\tfilesystem\nrpool/x /rpool/x filesystem\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 2: expected 3 tab-separated fields, got 1"),
+            "{e}"
+        );
         assert!(parse_list("rpool\trelative\tfilesystem\n").is_err());
         assert!(parse_list("rpool\t/r\tzvol\n").is_err());
         assert!(parse_list("rpool/x%y\t/r\tfilesystem\n").is_err());
-        assert!(parse_get("rpool\tguid\n").unwrap_err().to_string().contains("line 1"));
+        assert!(parse_get("rpool\tguid\n")
+            .unwrap_err()
+            .to_string()
+            .contains("line 1"));
     }
 }
