@@ -98,6 +98,32 @@ impl FilesJob {
     pub fn snapshots(&self) -> Vec<SnapshotName> {
         self.volumes.iter().map(|v| v.snapshot.clone()).collect()
     }
+
+    /// The snapshots grouped by pool, in volume order: one atomic `zfs snapshot` call each
+    /// (atomicity only holds within a pool).
+    pub fn snapshots_by_pool(&self) -> Vec<Vec<SnapshotName>> {
+        let mut groups: Vec<Vec<SnapshotName>> = Vec::new();
+        for s in self.snapshots() {
+            match groups
+                .iter_mut()
+                .find(|g| g[0].dataset().pool() == s.dataset().pool())
+            {
+                Some(g) => g.push(s),
+                None => groups.push(vec![s]),
+            }
+        }
+        groups
+    }
+
+    /// Owner of `./etc/vzdump/pct.conf` and `pct.fw` as vzdump's tar records them: host root
+    /// seen through the container's map, i.e. 65534:65534 when unprivileged, 0:0 when not.
+    pub fn vzdump_file_owner(&self) -> (u32, u32) {
+        use crate::pve::idmap::IdKind;
+        (
+            self.idmap.host_to_ct_or_overflow(IdKind::Uid, 0),
+            self.idmap.host_to_ct_or_overflow(IdKind::Gid, 0),
+        )
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]

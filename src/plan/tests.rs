@@ -142,6 +142,12 @@ fn file_level_container_100() {
     assert_eq!(j.pct_conf, expected);
     assert!(j.has_firewall && j.pct_fw.contains("IN ACCEPT -p tcp -dport 22"));
     assert_eq!(j.snapshots().len(), 2);
+    assert_eq!(
+        j.snapshots_by_pool().len(),
+        1,
+        "both volumes on rpool: one atomic call"
+    );
+    assert_eq!(j.vzdump_file_owner(), (65534, 65534));
 }
 
 #[test]
@@ -409,4 +415,32 @@ Errors:
   999: no guest 999 in this cluster
 ";
     assert_eq!(text, expected);
+}
+
+#[test]
+fn dataset_target_on_captured_zfs_fuse_list() {
+    let p = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/zfs/zfs-fuse-list.txt"
+    );
+    let ds = parse_list(&std::fs::read_to_string(p).unwrap()).unwrap();
+    let p = plan_with(
+        &[
+            "/tmp/pvefix-mnt/srv",
+            "/tmp/pvefix-mnt/data/subvol-100-disk-1",
+        ],
+        &ds,
+        &state(),
+    );
+    assert_eq!(
+        archives(&p),
+        ["dataset-tmp-pvefix-mnt-srv--2026_11_23-07_19_00"]
+    );
+    assert_eq!(
+        errors(&p),
+        [(
+            "/tmp/pvefix-mnt/data/subvol-100-disk-1".into(),
+            "/tmp/pvefix-mnt/data/subvol-100-disk-1 is not the mountpoint of a ZFS filesystem (it lies inside pvefix/data mounted at /tmp/pvefix-mnt/data)".into()
+        )]
+    );
 }

@@ -237,6 +237,15 @@ mod tests {
             ),
             None
         );
+        let rows = parse_get(&fixture("zfs-fuse-get-snapshot.txt")).unwrap();
+        assert_eq!(
+            property(
+                &rows,
+                "pvefix/data/subvol-100-disk-0@proxborg-20261123T071900Z",
+                "proxborg:run"
+            ),
+            Some("abc123")
+        );
         let rows = parse_get(&fixture("openzfs-get.txt")).unwrap();
         assert_eq!(
             property(&rows, "rpool/data/subvol-100-disk-0", "guid"),
