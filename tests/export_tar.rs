@@ -176,3 +176,66 @@ fn gnu_tars_own_pax_archive_and_ours_restore_identically() {
         "GNU tar's archive and ours restore differently",
     );
 }
+
+#[test]
+fn unprivileged_container_restores_through_pct_restores_user_namespace() {
+    ensure_subids();
+    let s = Scratch::new();
+    s.init("repokey");
+    let src = s.path("src");
+    build_container_tree(&src, 100_000);
+    // The capability was set from inside: v3 with rootid 100000 on the host.
+    let cap = sh(&format!(
+        "getfattr -n security.capability -e hex --only-values {}/usr/bin/ping | xxd -p",
+        src.display()
+    ));
+    assert!(
+        cap.trim().len() == 48 && cap.trim().ends_with("a0860100"),
+        "test tree's capability is not v3/100000: {cap}"
+    );
+    s.ok(&["create", "ct", src.to_str().unwrap(), "--unprivileged"]);
+    // Stored with container-side ids.
+    let listing =
+        String::from_utf8(s.ok(&["list", "ct", "var/www/html/index.html"]).stdout).unwrap();
+    assert!(listing.contains(" 33/33 "), "{listing}");
+
+    let dest = s.path("dest");
+    std::fs::create_dir(&dest).unwrap();
+    sh(&format!("chown 100000:100000 {}", dest.display())); // pct chowns the new rootfs so
+    sh(&format!(
+        "{} export-tar ct - | lxc-usernsexec -m u:0:100000:65536 -m g:0:100000:65536 -- {}",
+        s.bin(),
+        pct_restore_tar(&dest)
+    ));
+    assert!(!dest.join("dev/null-copy").exists());
+    assert_same(
+        &dump_without_dev(&src),
+        &dump_without_dev(&dest),
+        "unprivileged restore differs",
+    );
+    let acl = sh(&format!(
+        "getfacl -n -p {}/var/www/html/index.html",
+        dest.display()
+    ));
+    assert!(acl.contains("user:100033:r-x"), "{acl}");
+    assert!(blocks(&dest.join("srv/sparse")) <= blocks(&src.join("srv/sparse")));
+
+    // The same stream restored privileged (no user namespace): container ids land unshifted.
+    let plain = s.path("plain");
+    std::fs::create_dir(&plain).unwrap();
+    sh(&format!(
+        "{} export-tar ct - | {}",
+        s.bin(),
+        pct_restore_tar(&plain)
+    ));
+    let owner = sh(&format!(
+        "stat -c %u:%g {}/var/www/html/index.html",
+        plain.display()
+    ));
+    assert_eq!(owner.trim(), "33:33");
+    let acl = sh(&format!(
+        "getfacl -n -p {}/var/www/html/index.html",
+        plain.display()
+    ));
+    assert!(acl.contains("user:33:r-x"), "{acl}");
+}

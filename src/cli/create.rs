@@ -7,6 +7,7 @@ use super::{access, create_tree, Global, Outcome};
 use crate::files_cache::{FilesCache, Mode as FilesCacheMode};
 use crate::ingest::ArchiveBuilder;
 use crate::item::{Item, Kind, Timestamp};
+use crate::pve::idmap::{IdMap, IdMapEntry};
 use crate::repo::{Compression, Manifest, ObjectId};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
@@ -28,6 +29,14 @@ pub struct Args {
     /// Do not descend into other filesystems (mount points are kept as empty directories)
     #[arg(long)]
     one_file_system: bool,
+    /// The source is an unprivileged container's files: record ids as the container sees
+    /// them through PVE's default map (host 100000+N is N; others 65534)
+    #[arg(long, conflicts_with = "idmap")]
+    unprivileged: bool,
+    /// Record ids through this map instead, in lxc.idmap syntax (`u 0 100000 65536`; repeat
+    /// for each line, uid and gid)
+    #[arg(long, value_name = "MAP")]
+    idmap: Vec<String>,
     /// Compression for this archive's new blobs: none, zstd,N or auto,zstd,N
     #[arg(long)]
     compression: Option<Compression>,
@@ -78,12 +87,14 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
         let ft = meta.file_type();
         if ft.is_dir() {
             metadata.insert("kind".into(), "directory".into());
+            let idmap = idmap_of(&args)?;
             let tree = create_tree::TreeSource {
                 root: &source,
                 source_id: source.to_string_lossy().into_owned(),
                 prefix: Vec::new(),
                 excludes: &excludes,
                 one_file_system: args.one_file_system,
+                idmap: idmap.as_ref(),
             };
             let mut cache = files_cache(&repo, args.files_cache, args.files_cache_ttl);
             create_tree::ingest_dir(&mut builder, &tree, &mut cache, &progress)?;
@@ -121,6 +132,27 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     } else {
         Outcome::Success
     })
+}
+
+fn idmap_of(args: &Args) -> Result<Option<IdMap>> {
+    if args.unprivileged {
+        return Ok(Some(IdMap::default_unprivileged()));
+    }
+    if args.idmap.is_empty() {
+        return Ok(None);
+    }
+    let entries = args
+        .idmap
+        .iter()
+        .map(|l| {
+            IdMapEntry::parse(l).ok_or_else(|| {
+                anyhow::anyhow!("--idmap {l:?}: expected `u|g CT_START HOST_START COUNT`")
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    IdMap::new(entries)
+        .map(Some)
+        .map_err(|e| anyhow::anyhow!("--idmap: {e}"))
 }
 
 /// The files cache of this repository, loaded for a backup starting now.

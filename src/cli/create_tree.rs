@@ -7,6 +7,7 @@ use crate::files_cache::FilesCache;
 use crate::ingest::{display_path, ArchiveBuilder, IngestError};
 use crate::item::pattern::Pattern;
 use crate::item::{Item, Kind};
+use crate::pve::idmap::{translate_item, IdMap};
 use crate::tree::content::{self, FileContent};
 use crate::tree::walk::{walk, Entry, WalkEvent, WalkOptions};
 use anyhow::Result;
@@ -21,6 +22,8 @@ pub struct TreeSource<'a> {
     pub prefix: Vec<u8>,
     pub excludes: &'a [String],
     pub one_file_system: bool,
+    /// Host → container id translation (owners, ACL qualifiers, file capabilities).
+    pub idmap: Option<&'a IdMap>,
 }
 
 pub fn ingest_dir(
@@ -32,6 +35,7 @@ pub fn ingest_dir(
     let opts = WalkOptions {
         one_file_system: source.one_file_system,
         excludes: source.excludes.iter().map(|p| Pattern::new(p)).collect(),
+        exclude_prefix: source.prefix.clone(),
     };
     for event in walk(source.root, &opts)? {
         match event {
@@ -68,6 +72,12 @@ fn add_entry(
     } = entry;
     let cache_key = FilesCache::key(&source.source_id, &item.path);
     item.path = prefixed(&source.prefix, &item.path);
+    if let Some(map) = source.idmap {
+        for w in translate_item(map, &mut item) {
+            super::warn(format!("{}: {w:?}", display_path(&item.path)));
+            builder.warn();
+        }
+    }
     match &mut item.kind {
         Kind::File => add_file(builder, cache, cache_key, item, &fs_path, ino, nlink > 1),
         Kind::Hardlink { target } => {

@@ -26,6 +26,10 @@ pub struct WalkOptions {
     /// Matched against each item path like `tar --exclude`; an excluded directory is not
     /// descended into.
     pub excludes: Vec<Pattern>,
+    /// Where this tree will sit in the archive (`srv/data` for a container mountpoint):
+    /// excludes are matched against `prefix/path`, as the archive will name the entry.
+    /// Item paths stay relative to the walked root.
+    pub exclude_prefix: Vec<u8>,
 }
 
 // Entries are nearly every event; boxing them would cost an allocation per file.
@@ -165,6 +169,17 @@ impl Walk {
         self.root.join(OsStr::from_bytes(path))
     }
 
+    fn excluded(&self, path: &[u8]) -> bool {
+        if self.opts.excludes.is_empty() {
+            return false;
+        }
+        if self.opts.exclude_prefix.is_empty() {
+            return self.opts.excludes.iter().any(|p| p.matches(path));
+        }
+        let full = [&self.opts.exclude_prefix[..], b"/", path].concat();
+        self.opts.excludes.iter().any(|p| p.matches(&full))
+    }
+
     /// Turns one directory entry into events; returns the frame to descend into, if any.
     fn visit(&mut self, parent: BorrowedFd<'_>, name: &[u8], path: Vec<u8>) -> Option<Frame> {
         let shown = show(&self.root, &path);
@@ -286,7 +301,7 @@ impl Iterator for Walk {
                 path.push(b'/');
             }
             path.extend_from_slice(&name);
-            if self.opts.excludes.iter().any(|p| p.matches(&path)) {
+            if self.excluded(&path) {
                 continue;
             }
             // The parent descriptor stays open in its frame while we visit; borrow it

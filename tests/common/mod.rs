@@ -44,6 +44,16 @@ impl Scratch {
         c
     }
 
+    /// The `proxborg --repo ...` prefix for shell pipelines, with the passphrase in the env.
+    pub fn bin(&self) -> String {
+        format!(
+            "PROXBORG_PASSPHRASE='{PASS}' PROXBORG_CACHE_DIR='{}' {} --repo '{}'",
+            self.path("cache").display(),
+            env!("CARGO_BIN_EXE_proxborg"),
+            self.repo().display()
+        )
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         run(self.cmd().args(args))
     }

@@ -54,7 +54,12 @@ mkdir -p "$p"; echo deepest > "$p/leaf"
 # Owners for everything not set above: container root.
 find . -xdev ! -path './var/www*' -exec chown -h "$(id 0):$(id 0)" {} +
 chown "$(id 1000):$(id 1000)" "dir with spaces/file with spaces"
-# chown dropped the capability and setuid bit: set them again.
-setcap cap_net_raw+ep usr/bin/ping
+# chown dropped the capability and setuid bit: set them again. In a container's tree the
+# capability is set from inside, so the kernel stores it as v3 with the container's root id.
+if [ "$base" = 0 ]; then
+    setcap cap_net_raw+ep usr/bin/ping
+else
+    lxc-usernsexec -m "u:0:$base:65536" -m "g:0:$base:65536" -- setcap cap_net_raw+ep usr/bin/ping
+fi
 chmod 4755 usr/bin/small
 touch -h -d '2001-02-03 04:05:06.123456789' etc/hostname etc/link-to-big
