@@ -344,6 +344,14 @@ fn missing_dataset_and_broken_config() {
     assert_eq!(errors(&p), [("100:".into(), "container 100: mp0 should be dataset rpool/data/subvol-100-disk-1, which `zfs list` does not show".into())]);
 
     let mut st = state();
+    st.guests
+        .get_mut(&Vmid(100))
+        .unwrap()
+        .config
+        .as_mut()
+        .unwrap()
+        .warnings
+        .push("lxc/100.conf:9: invalid key 'X'".into());
     st.guests.get_mut(&Vmid(101)).unwrap().config = Err("lxc/101.conf:3: invalid key 'X'".into());
     let p = plan_with(&["101:", "100:"], &datasets(), &st);
     assert_eq!(archives(&p), ["dump-100-2026_11_23-07_19_00"]);
