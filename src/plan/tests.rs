@@ -417,10 +417,10 @@ Backup plan for node pve1 (snapshots @proxborg-20261123T071900Z)
   dataset-rpool-data--2026_11_23-07_19_00
     dataset rpool/data at /rpool/data (not recursive)  [from /rpool/data]
 Warnings:
-  100:: container 100: mp2 (/media) skipped: bind mount of host path /mnt/host-media is never backed up
-  100:: container 100: mp3 (/mnt/usb) skipped: device mount /dev/sdb1 is never backed up
+  container 100: mp2 (/media) skipped: bind mount of host path /mnt/host-media is never backed up  [from 100:]
+  container 100: mp3 (/mnt/usb) skipped: device mount /dev/sdb1 is never backed up  [from 100:]
 Errors:
-  999: no guest 999 in this cluster
+  no guest 999 in this cluster  [from 999]
 ";
     assert_eq!(text, expected);
 }
