@@ -17,8 +17,10 @@ pub mod vzdump;
 
 use std::path::PathBuf;
 
-pub use conf::{GuestConfig, GuestKind, Section};
-pub use idmap::{translate_item, IdKind, IdMap, IdMapEntry, OVERFLOW_ID};
+pub use conf::{parse_guest_config, GuestConfig, GuestKind, Section, Snapshot};
+pub use idmap::{
+    translate_capability, translate_item, IdKind, IdMap, IdMapEntry, TranslateWarning, OVERFLOW_ID,
+};
 pub use pools::{parse_user_cfg_pools, Pool};
 pub use state::{Guest, PveState};
 pub use storage::{parse_storage_cfg, NotZfs, Storage, StorageConfig, StorageType, VolumeDataset};
