@@ -223,6 +223,18 @@ fn add_guest_jobs(
             .filter(mine)
             .map(|r| r.word.clone())
             .collect();
+        if let Ok(conf) = &guest.config {
+            let label = requested_by
+                .first()
+                .cloned()
+                .unwrap_or_else(|| vmid.to_string());
+            for w in &conf.warnings {
+                plan.warnings.push(PlanWarning {
+                    target: label.clone(),
+                    message: format!("ignored like PVE does: {w}"),
+                });
+            }
+        }
         let hostname = guest.hostname().map(str::to_string);
         let name_host = if opts.hostname_in_name {
             hostname.as_deref()

@@ -90,13 +90,13 @@ pub fn render_plan(plan: &BackupPlan) -> String {
     if !plan.warnings.is_empty() {
         o.push_str("Warnings:\n");
         for w in &plan.warnings {
-            let _ = writeln!(o, "  {}: {}", w.target, w.message);
+            let _ = writeln!(o, "  {}  [from {}]", w.message, w.target);
         }
     }
     if !plan.errors.is_empty() {
         o.push_str("Errors:\n");
         for e in &plan.errors {
-            let _ = writeln!(o, "  {}: {}", e.target, e.error);
+            let _ = writeln!(o, "  {}  [from {}]", e.error, e.target);
         }
     }
     o

@@ -344,6 +344,14 @@ fn missing_dataset_and_broken_config() {
     assert_eq!(errors(&p), [("100:".into(), "container 100: mp0 should be dataset rpool/data/subvol-100-disk-1, which `zfs list` does not show".into())]);
 
     let mut st = state();
+    st.guests
+        .get_mut(&Vmid(100))
+        .unwrap()
+        .config
+        .as_mut()
+        .unwrap()
+        .warnings
+        .push("lxc/100.conf:9: invalid key 'X'".into());
     st.guests.get_mut(&Vmid(101)).unwrap().config = Err("lxc/101.conf:3: invalid key 'X'".into());
     let p = plan_with(&["101:", "100:"], &datasets(), &st);
     assert_eq!(archives(&p), ["dump-100-2026_11_23-07_19_00"]);
@@ -409,10 +417,10 @@ Backup plan for node pve1 (snapshots @proxborg-20261123T071900Z)
   dataset-rpool-data--2026_11_23-07_19_00
     dataset rpool/data at /rpool/data (not recursive)  [from /rpool/data]
 Warnings:
-  100:: container 100: mp2 (/media) skipped: bind mount of host path /mnt/host-media is never backed up
-  100:: container 100: mp3 (/mnt/usb) skipped: device mount /dev/sdb1 is never backed up
+  container 100: mp2 (/media) skipped: bind mount of host path /mnt/host-media is never backed up  [from 100:]
+  container 100: mp3 (/mnt/usb) skipped: device mount /dev/sdb1 is never backed up  [from 100:]
 Errors:
-  999: no guest 999 in this cluster
+  no guest 999 in this cluster  [from 999]
 ";
     assert_eq!(text, expected);
 }

@@ -99,6 +99,9 @@ pub struct GuestConfig {
     pub snapshots: Vec<Snapshot>,
     /// QEMU `[special:cloudinit]`, `[special:fleecing]`: name without the brackets.
     pub special: Vec<Snapshot>,
+    /// Lines PVE itself would skip with a warning (`file:line: what`): unparseable lines,
+    /// invalid keys, unknown section headers (their lines are skipped too).
+    pub warnings: Vec<String>,
 }
 
 impl GuestConfig {
@@ -147,6 +150,7 @@ pub fn parse_guest_config(
     text: &str,
 ) -> Result<GuestConfig, ConfigError> {
     enum Target {
+        Skip,
         Main,
         Pending,
         Snap(usize),
@@ -159,7 +163,10 @@ pub fn parse_guest_config(
         pending: None,
         snapshots: Vec::new(),
         special: Vec::new(),
+        warnings: Vec::new(),
     };
+    let warn = |line: usize, msg: String| format!("{}:{line}: {msg}", file.display());
+    let mut warnings = Vec::new();
     let mut target = Target::Main;
     for (idx, raw) in text.lines().enumerate() {
         let line = idx + 1;
@@ -198,16 +205,17 @@ pub fn parse_guest_config(
                     Target::Snap(conf.snapshots.len() - 1)
                 }
                 (_, n) => {
-                    return Err(ConfigError::syntax(
-                        file,
+                    warnings.push(warn(
                         line,
-                        format!("invalid section header [{n}]"),
-                    ))
+                        format!("invalid section header [{n}], section skipped"),
+                    ));
+                    Target::Skip
                 }
             };
             continue;
         }
         let section = match target {
+            Target::Skip => continue,
             Target::Main => &mut conf.main,
             Target::Pending => conf.pending.get_or_insert_with(Section::default),
             Target::Snap(i) => &mut conf.snapshots[i].section,
@@ -226,20 +234,14 @@ pub fn parse_guest_config(
                 (Some(c), _) => l.split_at(c),
                 (None, Some(e)) => l.split_at(e),
                 (None, None) => {
-                    return Err(ConfigError::syntax(
-                        file,
-                        line,
-                        format!("raw lxc key without value: '{l}'"),
-                    ))
+                    warnings.push(warn(line, format!("raw lxc key without value: '{l}'")));
+                    continue;
                 }
             };
             let key = k.trim();
             if key.contains(char::is_whitespace) || key.len() <= 4 {
-                return Err(ConfigError::syntax(
-                    file,
-                    line,
-                    format!("invalid raw lxc key '{key}'"),
-                ));
+                warnings.push(warn(line, format!("invalid raw lxc key '{key}'")));
+                continue;
             }
             section
                 .lxc
@@ -247,27 +249,19 @@ pub fn parse_guest_config(
             section.lxc_lines.push(line);
             continue;
         }
+        // PVE warns about and skips what it cannot parse; so do we, keeping the warning.
         let Some((k, v)) = l.split_once(':') else {
-            return Err(ConfigError::syntax(
-                file,
-                line,
-                format!("unable to parse line '{l}'"),
-            ));
+            warnings.push(warn(line, format!("unable to parse line '{l}'")));
+            continue;
         };
-        let (k, v) = (k.trim_start(), v.trim());
+        let v = v.trim();
         if !valid_key(k) {
-            return Err(ConfigError::syntax(
-                file,
-                line,
-                format!("invalid key '{k}'"),
-            ));
+            warnings.push(warn(line, format!("invalid key '{k}'")));
+            continue;
         }
         if v.is_empty() {
-            return Err(ConfigError::syntax(
-                file,
-                line,
-                format!("key '{k}' has no value"),
-            ));
+            warnings.push(warn(line, format!("key '{k}' has no value")));
+            continue;
         }
         if k == "description" {
             let d = section.description.get_or_insert_with(String::new);
@@ -288,6 +282,7 @@ pub fn parse_guest_config(
     if conf.pending.as_ref().is_some_and(Section::is_empty) {
         conf.pending = None;
     }
+    conf.warnings = warnings;
     Ok(conf)
 }
 
@@ -327,21 +322,36 @@ mod tests {
 
     #[test]
     fn errors_name_file_and_line() {
-        let e = parse(GuestKind::Lxc, "arch: amd64\nthis is junk\n").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "lxc/100.conf:2: unable to parse line 'this is junk'"
-        );
         let e = parse(GuestKind::Lxc, "arch: amd64\narch: i386\n").unwrap_err();
         assert_eq!(e.to_string(), "lxc/100.conf:2: duplicate key 'arch'");
-        let e = parse(GuestKind::Lxc, "[bad name]\n").unwrap_err();
-        assert!(
-            e.to_string()
-                .contains(":1: invalid section header [bad name]"),
-            "{e}"
+        let e = parse(GuestKind::Lxc, "[s1]\n[s1]\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "lxc/100.conf:2: duplicate snapshot section [s1]"
         );
-        let e = parse(GuestKind::Qemu, "Memory: 5\n").unwrap_err();
-        assert!(e.to_string().contains(":1: invalid key 'Memory'"), "{e}");
+    }
+
+    #[test]
+    fn what_pve_skips_becomes_a_warning() {
+        let c = parse(
+            GuestKind::Lxc,
+            "arch: amd64\nthis is junk\nMemory: 5\n lead: x\nswap:\nlxc.bad\n[bad name]\nhostname: hidden\n[ok]\nsnaptime: 1\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.warnings,
+            [
+                "lxc/100.conf:2: unable to parse line 'this is junk'",
+                "lxc/100.conf:3: invalid key 'Memory'",
+                "lxc/100.conf:4: invalid key ' lead'",
+                "lxc/100.conf:5: key 'swap' has no value",
+                "lxc/100.conf:6: raw lxc key without value: 'lxc.bad'",
+                "lxc/100.conf:7: invalid section header [bad name], section skipped",
+            ]
+        );
+        assert_eq!(c.main.entries, [("arch".to_string(), "amd64".to_string())]);
+        assert_eq!(c.hostname(), None, "lines of a skipped section go nowhere");
+        assert_eq!(c.snapshots[0].section.get("snaptime"), Some("1"));
     }
 
     #[test]

@@ -67,6 +67,10 @@ fn default_and_custom_maps() {
     );
     assert_eq!(p.host_to_ct(IdKind::Gid, 1007), Some(1007));
     assert_eq!(p.ct_to_host(IdKind::Gid, 1008), Some(101_008));
+    assert_eq!(
+        p.fuse_overlayfs_options().unwrap(),
+        "uidmapping=100000:0:1005:1005:1005:1:101006:1006:64530,gidmapping=100000:0:1007:1007:1007:1:101008:1008:64528"
+    );
     // A custom map applies even without `unprivileged: 1`, and replaces the default entirely.
     let only_u = map_of("lxc.idmap: u 0 200000 65536\n").unwrap();
     assert_eq!(only_u.host_to_ct(IdKind::Uid, 200_000), Some(0));

@@ -17,13 +17,15 @@ pub mod vzdump;
 
 use std::path::PathBuf;
 
-pub use conf::{GuestConfig, GuestKind, Section};
-pub use idmap::{translate_item, IdKind, IdMap, IdMapEntry, OVERFLOW_ID};
+pub use conf::{parse_guest_config, GuestConfig, GuestKind, Section, Snapshot};
+pub use idmap::{
+    translate_capability, translate_item, IdKind, IdMap, IdMapEntry, TranslateWarning, OVERFLOW_ID,
+};
 pub use pools::{parse_user_cfg_pools, Pool};
 pub use state::{Guest, PveState};
-pub use storage::{parse_storage_cfg, Storage, StorageConfig, StorageType};
+pub use storage::{parse_storage_cfg, NotZfs, Storage, StorageConfig, StorageType, VolumeDataset};
 pub use vmlist::{parse_vmlist, VmList, VmListEntry};
-pub use volume::{LxcMount, MountSource, QemuDisk};
+pub use volume::{lxc_mounts, qemu_disks, LxcMount, MountSource, QemuDisk};
 pub use vzdump::vzdump_pct_conf;
 
 /// A container or VM id: PVE allows 100..=999_999_999; ids below 100 are reserved.

@@ -292,7 +292,12 @@ fn vzdump_pct_conf_golden() {
     );
     let out = vzdump_pct_conf(&s.guests[&Vmid(102)].conf_text).unwrap();
     assert!(out.ends_with("unprivileged: 1\nlxc.idmap: u 0 100000 1005\nlxc.idmap: g 0 100000 1007\nlxc.idmap: u 1005 1005 1\nlxc.idmap: g 1007 1007 1\nlxc.idmap: u 1006 101006 64530\nlxc.idmap: g 1008 101008 64528\n"), "{out}");
-    assert!(vzdump_pct_conf("junk line\n").is_err());
+    assert!(vzdump_pct_conf("a: 1\na: 2\n").is_err());
+    assert_eq!(
+        vzdump_pct_conf("junk line\nb: 2\na: 1\n").unwrap(),
+        "a: 1\nb: 2\n",
+        "PVE drops what it cannot parse"
+    );
 }
 
 #[test]
@@ -311,13 +316,13 @@ fn load_errors_name_the_file() {
     std::fs::create_dir_all(dir.path().join("nodes/n1/lxc")).unwrap();
     std::fs::write(
         dir.path().join("nodes/n1/lxc/100.conf"),
-        "rootfs: local-zfs:subvol-100-disk-0\nbroken\n",
+        "rootfs: local-zfs:subvol-100-disk-0\nrootfs: local-zfs:subvol-100-disk-1\n",
     )
     .unwrap();
     let s = PveState::load(dir.path()).unwrap();
     let err = s.guests[&Vmid(100)].config.as_ref().unwrap_err();
     assert!(
-        err.ends_with("nodes/n1/lxc/100.conf:2: unable to parse line 'broken'"),
+        err.ends_with("nodes/n1/lxc/100.conf:2: duplicate key 'rootfs'"),
         "{err}"
     );
     assert_eq!(

@@ -5,15 +5,20 @@
 //! command: `host` does, with the argv built here.
 
 pub mod argv;
+pub mod cleanup;
 pub mod names;
 pub mod parse;
 
 pub use argv::{
     clone_argv, destroy_argv, get_argv, list_argv, set_user_property, snapshot_argv,
-    snapshot_with_props_argv, UserProperty, CLONE_PREFIX, RUN_PROPERTY, SNAPSHOT_PREFIX,
+    snapshot_with_props_argv, Destroyable, UserProperty, CLONE_PREFIX, RUN_PROPERTY,
+    SNAPSHOT_PREFIX,
 };
+pub use cleanup::{leftovers, leftovers_argv, Leftover};
 pub use names::{DatasetName, SnapshotName};
-pub use parse::{parse_get, parse_list, DatasetType, Mountpoint, PropertyRow, ZfsListEntry};
+pub use parse::{
+    parse_get, parse_list, property, DatasetType, Mountpoint, PropertyRow, ZfsListEntry,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ZfsError {

@@ -153,6 +153,52 @@ pub fn parse_get(text: &str) -> Result<Vec<PropertyRow>, ZfsError> {
     Ok(out)
 }
 
+/// One line of `zfs get -H -p -o name,property,value,source`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SourcedRow {
+    pub name: String,
+    pub property: String,
+    pub value: Option<String>,
+    /// `local`, `default`, `inherited from <ds>`, `temporary`, `received`; `None` for `-`.
+    pub source: Option<String>,
+}
+
+impl SourcedRow {
+    /// Set on this very dataset or snapshot, not inherited from a parent.
+    pub fn is_local(&self) -> bool {
+        self.source.as_deref() == Some("local")
+    }
+}
+
+/// Parses `zfs get -H -p -o name,property,value,source ...`. The source never contains a tab,
+/// so it is split off the end and the value keeps any tab it has.
+pub fn parse_get_sourced(text: &str) -> Result<Vec<SourcedRow>, ZfsError> {
+    const WHAT: &str = "zfs get -H -p -o name,property,value,source";
+    let mut out = Vec::new();
+    for (i, l) in text.lines().enumerate() {
+        if l.is_empty() {
+            continue;
+        }
+        let mut f = l.splitn(3, '\t');
+        let (Some(name), Some(property), Some(rest)) = (f.next(), f.next(), f.next()) else {
+            return Err(perr(WHAT, i + 1, l, "expected 4 tab-separated fields"));
+        };
+        let Some((value, source)) = rest.rsplit_once('\t') else {
+            return Err(perr(WHAT, i + 1, l, "expected 4 tab-separated fields"));
+        };
+        if name.is_empty() || property.is_empty() {
+            return Err(perr(WHAT, i + 1, l, "empty name or property"));
+        }
+        out.push(SourcedRow {
+            name: name.to_string(),
+            property: property.to_string(),
+            value: (value != "-").then(|| value.to_string()),
+            source: (source != "-").then(|| source.to_string()),
+        });
+    }
+    Ok(out)
+}
+
 /// The value of `property` for `name` in parsed `zfs get` rows.
 pub fn property<'a>(rows: &'a [PropertyRow], name: &str, property: &str) -> Option<&'a str> {
     rows.iter()
