@@ -221,12 +221,23 @@ fn excludes_prune_like_tar() {
     let opts = WalkOptions {
         one_file_system: false,
         excludes,
+        ..Default::default()
     };
     let (entries, warnings) = collect(r, &opts);
     assert!(warnings.is_empty(), "{warnings:?}");
     let paths: Vec<&[u8]> = entries.iter().map(|e| e.item.path.as_slice()).collect();
     assert_eq!(paths, [&b""[..], b"a", b"a/keep", b"b", b"b/to_a"]);
     assert!(matches!(entries[4].item.kind, Kind::Symlink { .. }));
+
+    // A tree placed under a prefix in the archive matches anchored excludes there.
+    let prefixed = WalkOptions {
+        excludes: vec![Pattern::new("/srv/data/a")],
+        exclude_prefix: b"srv/data".to_vec(),
+        ..Default::default()
+    };
+    let (entries, _) = collect(r, &prefixed);
+    assert!(entries.iter().all(|e| !e.item.path.starts_with(b"a")), "prefixed exclude ignored");
+    assert!(entries.iter().any(|e| e.item.path == b"b"));
 }
 
 /// Unmounts on drop, so a failing test leaves no mount behind.
@@ -261,7 +272,7 @@ fn one_file_system_records_the_mount_point_empty() {
 
     let opts = WalkOptions {
         one_file_system: true,
-        excludes: vec![],
+        ..Default::default()
     };
     let (entries, _) = collect(r, &opts);
     let paths: Vec<&[u8]> = entries.iter().map(|e| e.item.path.as_slice()).collect();
