@@ -21,9 +21,10 @@ const MAGIC: &[u8; 4] = b"PXFC";
 const VERSION: u8 = 1;
 
 /// Which metadata must match for a hit (borg's `--files-cache` modes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Mode {
     Off,
+    #[default]
     CtimeSizeInode,
     MtimeSize,
 }

@@ -4,6 +4,7 @@
 
 use super::progress::Progress;
 use crate::files_cache::FilesCache;
+use crate::host::interrupt::Interruptible;
 use crate::ingest::{display_path, ArchiveBuilder, IngestError};
 use crate::item::pattern::Pattern;
 use crate::item::{Item, Kind};
@@ -38,6 +39,9 @@ pub fn ingest_dir(
         exclude_prefix: source.prefix.clone(),
     };
     for event in walk(source.root, &opts)? {
+        if crate::host::interrupt::interrupted() {
+            anyhow::bail!("interrupted");
+        }
         match event {
             WalkEvent::Warning(msg) => {
                 super::warn(msg);
@@ -132,9 +136,12 @@ fn add_file(
             return Ok(());
         }
     };
-    let mut reader = FileContent::new(file, &item);
+    let mut reader = Interruptible(FileContent::new(file, &item));
     let stored = builder.add(item, Some(&mut reader), linked);
-    let changed = reader.changed();
+    if crate::host::interrupt::interrupted() {
+        anyhow::bail!("interrupted");
+    }
+    let changed = reader.0.changed();
     if changed {
         super::warn(format!("{path}: changed while it was read; stored as read"));
         builder.warn();

@@ -4,11 +4,12 @@
 //! messages to stderr; progress bars appear only on a terminal.
 
 mod access;
+mod backup;
 mod check;
 mod compact;
 mod config;
-mod create;
-mod create_tree;
+pub(crate) mod create;
+pub(crate) mod create_tree;
 mod delete;
 mod export_tar;
 mod extract;
@@ -17,7 +18,7 @@ mod generate;
 mod info;
 mod init;
 mod list;
-mod progress;
+pub(crate) mod progress;
 mod prune;
 mod vzdump_hook;
 
@@ -32,11 +33,15 @@ use std::process::ExitCode;
     about = "Deduplicating, encrypted backups of Proxmox VE guests on ZFS",
     long_about = None
 )]
+#[command(subcommand_negates_reqs = true)]
 pub struct Cli {
     #[command(flatten)]
     global: Global,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+    /// Without a command: back up these targets (see `proxborg backup --help`)
+    #[command(flatten)]
+    backup: backup::Args,
 }
 
 #[derive(clap::Args, Clone)]
@@ -53,6 +58,8 @@ pub struct Global {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Back up guests and datasets (also the default: `proxborg 100: tank:! @pool /path`)
+    Backup(backup::Args),
     /// Create a new repository
     Init(init::Args),
     /// Store a directory tree, a file, a block device or stdin as a new archive
@@ -76,6 +83,8 @@ enum Command {
     /// Repository settings (append-only) and the settings file (check)
     #[command(subcommand)]
     Config(config::Command),
+    /// Remove snapshots and clones left by killed proxborg runs (also done before each backup)
+    Cleanup,
     /// Run as a vzdump hook: archive the finished dump at backup-end (see hooks/)
     VzdumpHook(vzdump_hook::Args),
     /// Print a shell completion script
@@ -95,21 +104,45 @@ pub enum Outcome {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Init(a) => init::run(&cli.global, a),
-        Command::Create(a) => create::run(&cli.global, a),
-        Command::List(a) => list::run(&cli.global, a),
-        Command::Info(a) => info::run(&cli.global, a),
-        Command::Extract(a) => extract::run(&cli.global, a),
-        Command::ExportTar(a) => export_tar::run(&cli.global, a),
-        Command::Check(a) => check::run(&cli.global, a),
-        Command::Delete(a) => delete::run(&cli.global, a),
-        Command::Prune(a) => prune::run(&cli.global, a),
-        Command::Compact(a) => compact::run(&cli.global, a),
-        Command::Config(c) => config::run(&cli.global, c),
-        Command::VzdumpHook(a) => vzdump_hook::run(&cli.global, a),
+        None => backup::run(&cli.global, cli.backup),
+        Some(command) => dispatch(&cli.global, command),
+    };
+    finish(result)
+}
+
+fn dispatch(global: &Global, command: Command) -> anyhow::Result<Outcome> {
+    let cli = Dispatch { global };
+    match command {
+        Command::Backup(a) => backup::run(cli.global, a),
+        Command::Init(a) => init::run(cli.global, a),
+        Command::Create(a) => create::run(cli.global, a),
+        Command::List(a) => list::run(cli.global, a),
+        Command::Info(a) => info::run(cli.global, a),
+        Command::Extract(a) => extract::run(cli.global, a),
+        Command::ExportTar(a) => export_tar::run(cli.global, a),
+        Command::Check(a) => check::run(cli.global, a),
+        Command::Delete(a) => delete::run(cli.global, a),
+        Command::Prune(a) => prune::run(cli.global, a),
+        Command::Compact(a) => compact::run(cli.global, a),
+        Command::Config(c) => config::run(cli.global, c),
+        Command::VzdumpHook(a) => vzdump_hook::run(cli.global, a),
+        Command::Cleanup => backup::cleanup(),
         Command::Completions(a) => generate::completions(a),
         Command::GenerateMan(a) => generate::man(a),
-    };
+    }
+}
+
+struct Dispatch<'a> {
+    global: &'a Global,
+}
+
+fn finish(result: anyhow::Result<Outcome>) -> ExitCode {
+    if crate::host::interrupt::interrupted() {
+        if let Err(e) = &result {
+            eprintln!("proxborg: error: {}", one_line(e));
+        }
+        return ExitCode::from(130);
+    }
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Warnings) => ExitCode::from(1),
@@ -121,7 +154,7 @@ pub fn main() -> ExitCode {
 }
 
 /// The error and its causes on one line, without repeating a cause the message already has.
-fn one_line(e: &anyhow::Error) -> String {
+pub(crate) fn one_line(e: &anyhow::Error) -> String {
     let mut out = e.to_string();
     for cause in e.chain().skip(1) {
         let c = cause.to_string();

@@ -1,1 +1,10 @@
-//! (placeholder: filled in by its own commit)
+//! The only place that runs external programs or changes mounts: `zfs`, `lxc-freeze`,
+//! `lxc-info`, `vzdump`, `sync`. Each wrapper builds its argv from the pure `zfs`/`pve`
+//! layers, runs it through `runner`, and turns failures into errors naming the command.
+//! `interrupt` turns SIGINT/SIGTERM/SIGHUP into a flag the long loops check, so guards can
+//! undo snapshots, clones and freezes on the way out.
+
+pub mod guest;
+pub mod interrupt;
+pub mod runner;
+pub mod zfs;

@@ -236,7 +236,10 @@ fn excludes_prune_like_tar() {
         ..Default::default()
     };
     let (entries, _) = collect(r, &prefixed);
-    assert!(entries.iter().all(|e| !e.item.path.starts_with(b"a")), "prefixed exclude ignored");
+    assert!(
+        entries.iter().all(|e| !e.item.path.starts_with(b"a")),
+        "prefixed exclude ignored"
+    );
     assert!(entries.iter().any(|e| e.item.path == b"b"));
 }
 

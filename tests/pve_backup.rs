@@ -1,0 +1,329 @@
+//! The main job on the simulated PVE node (pve/sim, real zfs-fuse): plans, container file
+//! backups restored through `pct restore`, vzdump images, datasets, and cleanup after signals.
+//! The node lives in its own directory and pool; tests here take turns (one node).
+
+mod common;
+use common::*;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+const SIM_DIR: &str = "/var/lib/proxborg-sim-e2e";
+
+struct Node {
+    env: Vec<(String, String)>,
+}
+
+fn node() -> (MutexGuard<'static, ()>, &'static Node) {
+    static LOCK: Mutex<()> = Mutex::new(());
+    static NODE: OnceLock<Node> = OnceLock::new();
+    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let node = NODE.get_or_init(|| {
+        let sim = concat!(env!("CARGO_MANIFEST_DIR"), "/pve/sim");
+        let out = Command::new(sim)
+            .args(["up", SIM_DIR])
+            .env("PROXBORG_SIM_POOL", "pxe2e")
+            .output()
+            .expect("running pve/sim up");
+        assert!(
+            out.status.success(),
+            "pve/sim up failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut env = Vec::new();
+        for line in String::from_utf8(out.stdout).unwrap().lines() {
+            let Some(rest) = line.strip_prefix("export ") else {
+                continue;
+            };
+            let (k, v) = rest.split_once('=').unwrap();
+            let v = sh(&format!("printf %s {v}"));
+            env.push((k.to_string(), v));
+        }
+        Node { env }
+    });
+    (guard, node)
+}
+
+impl Node {
+    fn get(&self, k: &str) -> String {
+        self.env
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    }
+    fn pool(&self) -> String {
+        self.get("PROXBORG_SIM_POOL")
+    }
+    fn cmd(&self, s: &Scratch) -> Command {
+        let mut c = s.cmd();
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c
+    }
+    fn sh(&self, script: &str) -> String {
+        let exports: String = self
+            .env
+            .iter()
+            .map(|(k, v)| format!("export {k}='{v}'; "))
+            .collect();
+        sh(&format!("{exports}{script}"))
+    }
+    fn mountpoint(&self, dataset: &str) -> PathBuf {
+        PathBuf::from(
+            self.sh(&format!(
+                "zfs get -H -o value mountpoint {}/{dataset}",
+                self.pool()
+            ))
+            .trim(),
+        )
+    }
+    fn leftovers(&self) -> String {
+        self.sh("zfs list -H -o name -t all | grep -E 'proxborg-' || true")
+    }
+}
+
+fn run_node(node: &Node, s: &Scratch, args: &[&str]) -> std::process::Output {
+    run(node.cmd(s).args(args))
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_touches_nothing() {
+    let (_g, node) = node();
+    let s = Scratch::new();
+    let share = node.mountpoint("data/share");
+    let out = run_node(
+        node,
+        &s,
+        &[
+            "--dry-run",
+            "100:",
+            "tank:!",
+            "@prod",
+            "200",
+            share.to_str().unwrap(),
+        ],
+    );
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        code(&out),
+        1,
+        "bind mount skip is a warning: {}{plan}",
+        stderr(&out)
+    );
+    assert!(plan.contains("files of container 100 (tank)"), "{plan}");
+    assert!(
+        plan.contains("mp1      /var/cache/big"),
+        "tank:! must include backup=0 mp1: {plan}"
+    );
+    assert!(plan.contains("skipped: bind mount"), "{plan}");
+    assert!(plan.contains("vzdump image of VM 200 (db)"), "{plan}");
+    assert!(
+        plan.contains("dataset ") && plan.contains("data/share"),
+        "{plan}"
+    );
+    assert_eq!(
+        plan.matches("vzdump-qemu-200").count(),
+        1,
+        "200 twice must be backed up once: {plan}"
+    );
+    assert!(!s.repo().exists(), "dry run created a repository");
+    assert_eq!(node.leftovers(), "");
+    // JSON, and refusals.
+    let out = run_node(node, &s, &["--dry-run", "--json", "100:", "999", "/tmp"]);
+    assert_eq!(code(&out), 2);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["errors"].as_array().unwrap().len(), 2, "{json}");
+    assert_eq!(json["jobs"][0]["kind"], "container_files");
+}
+
+#[test]
+fn container_files_backup_restores_through_pct_restore() {
+    let (_g, node) = node();
+    let s = Scratch::new();
+    s.init("repokey");
+    let out = run_node(node, &s, &["100:", "--json"]);
+    assert_eq!(
+        code(&out),
+        1,
+        "expected warnings (bind mount, non-atomic zfs-fuse): {}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("not atomically"), "{}", stderr(&out));
+    assert_eq!(node.leftovers(), "", "snapshots or clones left behind");
+    assert!(!std::path::Path::new("/run/proxborg")
+        .join(format!("{}", 0))
+        .exists());
+    let freeze = std::fs::read_to_string(format!("{SIM_DIR}/log/freeze.log")).unwrap();
+    let last: Vec<&str> = freeze.lines().rev().take(2).collect();
+    assert!(
+        last[1].contains("lxc-freeze -n 100") && last[0].contains("lxc-unfreeze -n 100"),
+        "{freeze}"
+    );
+
+    let results: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let archive = results[0]["archive"].as_str().unwrap().to_string();
+    assert!(archive.starts_with("dump-100-"), "{archive}");
+    let listing = String::from_utf8(s.ok(&["list", &archive]).stdout).unwrap();
+    let lines: Vec<&str> = listing.lines().collect();
+    assert!(
+        lines[0].ends_with("./etc/vzdump/pct.conf") && lines[0].contains("65534/65534"),
+        "{listing}"
+    );
+    assert!(lines[1].ends_with("./etc/vzdump/pct.fw"), "{listing}");
+    assert!(
+        !listing.contains("session.tmp")
+            && !listing.contains("cache.tmp")
+            && !listing.contains("sshd.pid"),
+        "vzdump excludes not applied"
+    );
+    assert!(listing.contains("./var/run/keep.state"));
+    assert!(!listing.contains("lost+found"));
+    assert!(listing.contains("./srv/data/"), "mp0 missing");
+    assert!(
+        !listing.contains("./var/cache/big/") || !listing.contains("./var/cache/big/x"),
+        ""
+    );
+    assert!(
+        listing.contains(" 33/33 "),
+        "www-data not translated to 33: {listing}"
+    );
+    assert!(listing.contains("65534/65534") && listing.contains("./root/host-owned.txt"));
+    let info: serde_json::Value =
+        serde_json::from_slice(&s.ok(&["info", &archive, "--json"]).stdout).unwrap();
+    assert_eq!(info["metadata"]["vmid"], 100);
+    assert_eq!(info["metadata"]["kind"], "lxc");
+
+    // Restore as a new unprivileged container through the simulated pct restore.
+    node.sh("pct destroy 310 >/dev/null 2>&1 || true");
+    node.sh(&format!(
+        "{} export-tar {archive} - | pct restore 310 - --rootfs local-zfs:1 --mp0 local-zfs:1,mp=/srv/data --unprivileged 1",
+        s.bin()
+    ));
+    let new_root = node.mountpoint("data/subvol-310-disk-0");
+    let old_root = node.mountpoint("data/subvol-100-disk-0");
+    let owner = |p: &PathBuf, rel: &str| {
+        sh(&format!("stat -c %u:%g '{}/{rel}'", p.display()))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        owner(&new_root, "etc/hostname"),
+        owner(&old_root, "etc/hostname")
+    );
+    let www = sh(&format!(
+        "cd '{}' && find . -uid 100033 | sort",
+        old_root.display()
+    ));
+    let www_new = sh(&format!(
+        "cd '{}' && find . -uid 100033 | sort",
+        new_root.display()
+    ));
+    assert_eq!(www, www_new, "files of www-data differ after restore");
+    assert!(!www.is_empty());
+    let new_mp0 = node.mountpoint("data/subvol-310-disk-1");
+    let old_mp0 = node.mountpoint("data/subvol-100-disk-1");
+    let same = sh(&format!(
+        "diff -r '{}' '{}' && echo same",
+        old_mp0.display(),
+        new_mp0.display()
+    ));
+    assert_eq!(same.trim(), "same");
+    let conf = std::fs::read_to_string(format!("{SIM_DIR}/etc/pve/lxc/310.conf")).unwrap();
+    assert!(conf.contains("hostname: tank"), "{conf}");
+    node.sh("pct destroy 310 >/dev/null 2>&1 || true");
+}
+
+#[test]
+fn vm_image_backup_equals_vzdumps_stream_and_restores() {
+    let (_g, node) = node();
+    let s = Scratch::new();
+    s.init("none");
+    let out = run_node(node, &s, &["200", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let results: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let archive = results[0]["archive"].as_str().unwrap().to_string();
+    assert!(
+        archive.starts_with("vzdump-qemu-200-") && archive.ends_with(".vma"),
+        "{archive}"
+    );
+    node.sh(&format!(
+        "qmrestore - 290 --force 1 < <({} extract {archive} --stdout) >/dev/null",
+        s.bin()
+    ));
+    // scsi1 (backup=0) is not in the dump, so qmrestore numbers the disks 0 and 1.
+    for (from, to) in [("0", "0"), ("2", "1")] {
+        let same = node.sh(&format!(
+            "cmp $PROXBORG_SIM_DIR/vz/images/200/vm-200-disk-{from}.raw $PROXBORG_SIM_DIR/vz/images/290/vm-290-disk-{to}.raw && echo same"
+        ));
+        assert_eq!(same.trim(), "same", "disk {from} differs after restore");
+    }
+    node.sh(
+        "rm -rf $PROXBORG_SIM_DIR/vz/images/290 $PROXBORG_PVE_ROOT/nodes/*/qemu-server/290.conf",
+    );
+}
+
+#[test]
+fn dataset_backup_and_signals_leave_nothing_behind() {
+    let (_g, node) = node();
+    let s = Scratch::new();
+    s.init("none");
+    let share = node.mountpoint("data/share");
+    std::fs::write(share.join("big.bin"), noise(200 << 20, 5)).unwrap();
+    let share_s = share.to_str().unwrap().to_string();
+    let out = run_node(node, &s, &[&share_s, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let results: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let archive = results[0]["archive"].as_str().unwrap().to_string();
+    assert!(archive.starts_with("dataset-"), "{archive}");
+    let dest = s.path("dest");
+    std::fs::create_dir(&dest).unwrap();
+    s.ok(&["extract", &archive, "-C", dest.to_str().unwrap()]);
+    let same = sh(&format!(
+        "diff -r '{share_s}' '{}' && echo same",
+        dest.display()
+    ));
+    assert_eq!(same.trim(), "same");
+
+    // SIGTERM while it reads: guards undo the snapshot and clone, exit 130.
+    for (sig, files_cache) in [("TERM", "off"), ("INT", "off")] {
+        let mut child = node
+            .cmd(&s)
+            .args([&share_s, "--files-cache", files_cache])
+            .spawn()
+            .unwrap();
+        let t = std::time::Instant::now();
+        while !node.leftovers().contains("proxborg-clone") {
+            assert!(t.elapsed().as_secs() < 30, "no clone appeared");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        sh(&format!("kill -{sig} {}", child.id()));
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(130), "SIG{sig}");
+        assert_eq!(node.leftovers(), "", "left behind after SIG{sig}");
+    }
+    // SIGKILL leaves things; the next run (or `proxborg cleanup`) removes them.
+    let mut child = node
+        .cmd(&s)
+        .args([&share_s, "--files-cache", "off"])
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while !node.leftovers().contains("proxborg-clone") {
+        assert!(t.elapsed().as_secs() < 30, "no clone appeared");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_ne!(
+        node.leftovers(),
+        "",
+        "kill -9 should leave something to clean"
+    );
+    let out = run_node(node, &s, &["cleanup"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(node.leftovers(), "", "cleanup left: {}", stderr(&out));
+    std::fs::remove_file(share.join("big.bin")).unwrap();
+    s.ok(&["check"]);
+}
