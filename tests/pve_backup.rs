@@ -327,3 +327,57 @@ fn dataset_backup_and_signals_leave_nothing_behind() {
     std::fs::remove_file(share.join("big.bin")).unwrap();
     s.ok(&["check"]);
 }
+
+#[test]
+fn all_mountpoints_with_bang_and_pct_conf_as_vzdump_writes_it() {
+    let (_g, node) = node();
+    let s = Scratch::new();
+    s.init("none");
+    let out = run_node(node, &s, &["tank:!", "--json"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let results: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let archive = results[0]["archive"].as_str().unwrap().to_string();
+    let listing = String::from_utf8(s.ok(&["list", &archive]).stdout).unwrap();
+    assert!(
+        listing.contains("./var/cache/big/"),
+        "mp1 (backup=0) missing with tank:!"
+    );
+    let conf = String::from_utf8(
+        s.ok(&["extract", &archive, "etc/vzdump/pct.conf", "--stdout"])
+            .stdout,
+    )
+    .unwrap();
+    assert!(
+        conf.contains("hostname: tank") && conf.contains("mp0:"),
+        "{conf}"
+    );
+    for dropped in ["lock:", "parent:", "[before-upgrade]", "snapshots"] {
+        assert!(!conf.contains(dropped), "pct.conf keeps {dropped}: {conf}");
+    }
+    assert_eq!(node.leftovers(), "");
+}
+
+#[test]
+fn a_failing_guest_writes_no_archive_and_the_others_still_run() {
+    let (_g, node) = node();
+    let s = Scratch::new();
+    s.init("none");
+    let img = format!("{SIM_DIR}/vz/images/200/vm-200-disk-0.raw");
+    std::fs::rename(&img, format!("{img}.away")).unwrap();
+    let share = node.mountpoint("data/share");
+    let out = run_node(node, &s, &["200", "999", share.to_str().unwrap()]);
+    std::fs::rename(format!("{img}.away"), &img).unwrap();
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("vzdump") && err.contains("999"), "{err}");
+    let names = String::from_utf8(s.ok(&["list"]).stdout).unwrap();
+    assert!(
+        !names.contains("vzdump-qemu-200"),
+        "an archive was written for a failed vzdump: {names}"
+    );
+    assert!(
+        names.contains("dataset-"),
+        "the good target was not backed up: {names}"
+    );
+    assert_eq!(node.leftovers(), "");
+}
