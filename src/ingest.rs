@@ -96,14 +96,7 @@ impl<'r> ArchiveBuilder<'r> {
                 self.stats.files += 1;
                 self.stats.original_size += total;
                 if linked {
-                    self.link_groups.insert(
-                        item.path.clone(),
-                        LinkGroup {
-                            size: item.size,
-                            sparse: item.sparse.clone(),
-                            chunks: item.chunks.clone(),
-                        },
-                    );
+                    self.remember_link_group(&item);
                 }
             }
             Kind::Hardlink { target } => {
@@ -139,16 +132,20 @@ impl<'r> ArchiveBuilder<'r> {
         self.stats.original_size += stored;
         self.stats.chunks += item.chunks.len() as u64;
         if linked {
-            self.link_groups.insert(
-                item.path.clone(),
-                LinkGroup {
-                    size: item.size,
-                    sparse: item.sparse.clone(),
-                    chunks: item.chunks.clone(),
-                },
-            );
+            self.remember_link_group(&item);
         }
         self.push_item(&item)
+    }
+
+    fn remember_link_group(&mut self, item: &Item) {
+        self.link_groups.insert(
+            item.path.clone(),
+            LinkGroup {
+                size: item.size,
+                sparse: item.sparse.clone(),
+                chunks: item.chunks.clone(),
+            },
+        );
     }
 
     /// Are all these blobs in the repository (so a cached chunk list can be reused)?

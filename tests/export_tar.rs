@@ -22,16 +22,7 @@ fn assert_same(a: &str, b: &str, what: &str) {
     };
     let a = a.lines().filter(keep).collect::<Vec<_>>().join("\n");
     let b = b.lines().filter(keep).collect::<Vec<_>>().join("\n");
-    if a != b {
-        let diff: Vec<String> = a
-            .lines()
-            .zip(b.lines())
-            .filter(|(x, y)| x != y)
-            .take(8)
-            .map(|(x, y)| format!("-{x}\n+{y}"))
-            .collect();
-        panic!("{what}:\n{}", diff.join("\n"));
-    }
+    assert_dumps_equal(&a, &b, what);
 }
 
 #[test]

@@ -65,11 +65,7 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     }
     let (repo, warnings) = access::open(global)?;
     let (_, manifest) = repo.find_archive(&args.archive)?;
-    let selection = Selection {
-        includes: args.paths.iter().map(|p| Selection::normalize(p)).collect(),
-        excludes: args.exclude.iter().map(|p| Pattern::new(p)).collect(),
-        strip_components: args.strip_components,
-    };
+    let selection = Selection::from_args(&args.paths, &args.exclude, args.strip_components);
     let progress = Progress::new(args.progress);
     let (first, selection) = config_first(&repo, &manifest, selection)?;
     let reader = ArchiveReader::open(&repo, &manifest, selection);

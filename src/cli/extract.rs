@@ -6,7 +6,6 @@
 use super::progress::Progress;
 use super::{access, extract_tree, Global, Outcome};
 use crate::item::filter::Selection;
-use crate::item::pattern::Pattern;
 use crate::item::Kind;
 use crate::retrieve::ArchiveReader;
 use anyhow::{bail, Context, Result};
@@ -47,11 +46,7 @@ pub struct Args {
 pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     let (repo, warnings) = access::open(global)?;
     let (_, manifest) = repo.find_archive(&args.archive)?;
-    let selection = Selection {
-        includes: args.paths.iter().map(|p| Selection::normalize(p)).collect(),
-        excludes: args.exclude.iter().map(|p| Pattern::new(p)).collect(),
-        strip_components: args.strip_components,
-    };
+    let selection = Selection::from_args(&args.paths, &args.exclude, args.strip_components);
     let progress = Progress::new(args.progress);
     let reader = ArchiveReader::open(&repo, &manifest, selection);
     let failures = if args.stdout {

@@ -13,6 +13,15 @@ pub struct Selection {
 }
 
 impl Selection {
+    /// From command-line words: `PATH...` arguments, `--exclude` patterns, `--strip-components`.
+    pub fn from_args(paths: &[String], excludes: &[String], strip_components: usize) -> Self {
+        Selection {
+            includes: paths.iter().map(|p| Selection::normalize(p)).collect(),
+            excludes: excludes.iter().map(|p| Pattern::new(p)).collect(),
+            strip_components,
+        }
+    }
+
     /// Normalises a user-given archive path: `./etc/`, `/etc` and `etc` all become `etc`.
     pub fn normalize(path: &str) -> Vec<u8> {
         let mut p = path.as_bytes();

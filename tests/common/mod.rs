@@ -212,3 +212,17 @@ pub fn blocks(path: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     std::fs::symlink_metadata(path).unwrap().blocks()
 }
+
+/// Panics with the first differing lines of two dumps.
+pub fn assert_dumps_equal(a: &str, b: &str, what: &str) {
+    if a != b {
+        let diff: Vec<String> = a
+            .lines()
+            .zip(b.lines())
+            .filter(|(x, y)| x != y)
+            .take(10)
+            .map(|(x, y)| format!("-{x}\n+{y}"))
+            .collect();
+        panic!("{what}:\n{}", diff.join("\n"));
+    }
+}
