@@ -381,3 +381,39 @@ fn a_failing_guest_writes_no_archive_and_the_others_still_run() {
     );
     assert_eq!(node.leftovers(), "");
 }
+
+#[test]
+fn custom_idmap_container_records_ids_through_its_own_map() {
+    let (_g, node) = node();
+    let s = Scratch::new();
+    s.init("none");
+    let out = run_node(node, &s, &["102:", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let results: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let archive = results[0]["archive"].as_str().unwrap().to_string();
+    let listing = String::from_utf8(s.ok(&["list", &archive]).stdout).unwrap();
+    let owner_of = |path: &str| -> String {
+        let line = listing
+            .lines()
+            .find(|l| l.ends_with(path))
+            .unwrap_or_else(|| panic!("{path} missing:\n{listing}"));
+        line.split_whitespace().nth(1).unwrap().to_string()
+    };
+    assert_eq!(
+        owner_of("./etc/hostname"),
+        "0/0",
+        "host 200000 is the container's root"
+    );
+    assert_eq!(
+        owner_of("./home/shared.txt"),
+        "1000/1000",
+        "1000 maps to itself"
+    );
+    assert_eq!(
+        owner_of("./root/outside-map.txt"),
+        "65534/65534",
+        "unmapped ids become nobody"
+    );
+    assert_eq!(owner_of("./var/www/html/index.html"), "33/33");
+    assert_eq!(node.leftovers(), "");
+}
