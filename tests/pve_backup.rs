@@ -417,3 +417,46 @@ fn custom_idmap_container_records_ids_through_its_own_map() {
     assert_eq!(owner_of("./var/www/html/index.html"), "33/33");
     assert_eq!(node.leftovers(), "");
 }
+
+#[test]
+fn overlay_idmap_gives_the_same_item_stream_as_in_process_translation() {
+    let (_g, node) = node();
+    let s = Scratch::new();
+    s.init("none");
+    let entries = |archive: &str| -> Vec<serde_json::Value> {
+        let out = s.ok(&["list", archive, "--json"]).stdout;
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| !v["path"].as_str().unwrap().starts_with("./etc/vzdump/"))
+            .collect()
+    };
+    for ct in ["100:", "102:"] {
+        let mut names = Vec::new();
+        for via in ["in-process", "overlay"] {
+            let out = run_node(
+                node,
+                &s,
+                &[ct, "--idmap-via", via, "--files-cache", "off", "--json"],
+            );
+            assert!(code(&out) <= 1, "{ct} via {via}: {}", stderr(&out));
+            let results: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            names.push(results[0]["archive"].as_str().unwrap().to_string());
+            std::thread::sleep(std::time::Duration::from_millis(1100)); // distinct archive names
+        }
+        let (a, b) = (entries(&names[0]), entries(&names[1]));
+        assert!(a.len() > 20, "{ct}: too few entries");
+        let first = a.iter().zip(&b).find(|(x, y)| x != y);
+        assert!(
+            first.is_none() && a.len() == b.len(),
+            "{ct}: overlay and in-process item streams differ: {first:?}"
+        );
+        assert_eq!(node.leftovers(), "");
+        assert_eq!(
+            sh("mount | grep -c fuse-overlayfs || true").trim(),
+            "0",
+            "overlay mount left behind"
+        );
+    }
+}

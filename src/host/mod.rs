@@ -6,5 +6,6 @@
 
 pub mod guest;
 pub mod interrupt;
+pub mod overlay;
 pub mod runner;
 pub mod zfs;

@@ -150,6 +150,11 @@ fn remove_dead_run_dirs(base: &Path) {
         }
         if let Ok(subs) = std::fs::read_dir(e.path()) {
             for sub in subs.flatten() {
+                if sub.file_name().to_string_lossy().starts_with("ovl") {
+                    let _ = crate::host::overlay::unmount_once(&sub.path());
+                    let _ = std::fs::remove_dir_all(sub.path().join("upper"));
+                    let _ = std::fs::remove_dir_all(sub.path().join("work"));
+                }
                 let _ = std::fs::remove_dir(sub.path());
             }
         }
@@ -369,14 +374,28 @@ fn container_files(ctx: &Ctx, job: &FilesJob, snapshot: &str) -> Result<u64> {
     let mut builder = ArchiveBuilder::new(ctx.repo, compression(ctx)?);
     add_vzdump_files(&mut builder, job)?;
     let mut cache = files_cache(ctx);
+    let overlay = match ctx.args.idmap_via {
+        super::IdmapVia::Overlay => job.idmap.fuse_overlayfs_options(),
+        super::IdmapVia::InProcess => None,
+    };
     for (n, vol) in job.volumes.iter().enumerate() {
-        let path = readable(
+        let mut path = readable(
             ctx,
             &mut guards,
             &vol.snapshot,
             vol.mountpoint.as_deref(),
             n,
         )?;
+        if let Some(mapping) = &overlay {
+            let mnt = ctx.run_dir.join(format!("ovl{n}"));
+            let scratch = ctx.run_dir.join(format!("ovl{n}-scratch"));
+            crate::host::overlay::mount_idmapped(&path, &scratch, &mnt, mapping)?;
+            let m = mnt.clone();
+            guards.push(format!("unmount {}", mnt.display()), move || {
+                crate::host::overlay::unmount(&m).map_err(|e| e.to_string())
+            });
+            path = mnt;
+        }
         let guid = hzfs::guid(&vol.dataset)?;
         ingest_dir(
             &mut builder,
@@ -386,7 +405,11 @@ fn container_files(ctx: &Ctx, job: &FilesJob, snapshot: &str) -> Result<u64> {
                 prefix: vol.archive_path.as_bytes().to_vec(),
                 excludes: &ctx.excludes,
                 one_file_system: true,
-                idmap: Some(&job.idmap),
+                idmap: if overlay.is_some() {
+                    None
+                } else {
+                    Some(&job.idmap)
+                },
             },
             &mut cache,
             &ctx.progress,

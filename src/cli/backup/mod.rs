@@ -53,9 +53,20 @@ pub struct Args {
     pub prune_on_warnings: bool,
     #[command(flatten)]
     pub keep: KeepArgs,
+    /// How container ids are recorded: translated in-process (default), or read through a
+    /// fuse-overlayfs mount with uidmapping/gidmapping
+    #[arg(long, value_enum, default_value = "in-process")]
+    pub idmap_via: IdmapVia,
     /// Show progress (on a terminal only)
     #[arg(long)]
     pub progress: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum IdmapVia {
+    #[default]
+    InProcess,
+    Overlay,
 }
 
 pub fn pve_root() -> Result<PathBuf> {
