@@ -118,6 +118,21 @@ pub fn execute(global: &Global, args: &Args, plan: &BackupPlan) -> Result<Outcom
             }
         }
     }
+    // One line per target, whatever happened, for the task log.
+    for r in &results {
+        let status = match (r["ok"].as_bool(), r["warnings"].as_u64()) {
+            (Some(true), Some(0)) => "ok      ".to_string(),
+            (Some(true), Some(n)) => format!("warnings ({n})"),
+            _ => "FAILED  ".to_string(),
+        };
+        eprintln!(
+            "proxborg: {status} {}",
+            r["archive"].as_str().unwrap_or_default()
+        );
+    }
+    for e in &plan.errors {
+        eprintln!("proxborg: FAILED   {} ({})", e.target, e.message);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&results)?);
     }
