@@ -57,7 +57,6 @@ pub struct WriteStats {
     pub stored_bytes: u64,
     pub packs: u64,
     pub index_files: u64,
-    pub new_packs: Vec<IndexedPack>,
 }
 
 pub struct BlobWriter {
@@ -161,7 +160,6 @@ impl BlobWriter {
         self.stats.stored_bytes = packed.stored_bytes;
         self.stats.packs = packed.packs;
         self.stats.index_files = packed.index_files;
-        self.stats.new_packs = packed.new_packs;
         Ok(())
     }
 }
@@ -236,7 +234,6 @@ impl Packer {
         let bytes = file.encode(&self.crypto)?;
         self.backend.put(&index_key(&ChunkId::of(&bytes)), &bytes)?;
         self.stats.index_files += 1;
-        self.stats.new_packs.extend(file.packs);
         Ok(())
     }
 }
