@@ -14,7 +14,7 @@
 
 use crate::item::{ChunkRef, Extent, Item, Timestamp};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 4] = b"PXFC";
@@ -43,16 +43,62 @@ impl std::str::FromStr for Mode {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct Entry {
+/// One remembered file; its chunk list lives in the table's arena (`start..start+count`).
+/// Kept in flat vectors rather than a hash map: at a million files the map's per-entry
+/// overhead was most of a backup's memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Meta {
+    key: Key,
     ino: u64,
     size: u64,
     mtime: Timestamp,
     ctime: Timestamp,
     /// Runs since this entry was last seen.
     age: u32,
+    start: u32,
+    count: u32,
+}
+
+#[derive(Default)]
+struct Table {
+    metas: Vec<Meta>,
     chunks: Vec<ChunkRef>,
-    sparse: Option<Vec<Extent>>,
+}
+
+impl Table {
+    fn chunks_of(&self, m: &Meta) -> &[ChunkRef] {
+        &self.chunks[m.start as usize..(m.start + m.count) as usize]
+    }
+
+    fn push(&mut self, mut m: Meta, chunks: &[ChunkRef]) {
+        m.start = self.chunks.len() as u32;
+        m.count = chunks.len() as u32;
+        self.chunks.extend_from_slice(chunks);
+        self.metas.push(m);
+    }
+}
+
+/// The on-disk record of one file (length-prefixed postcard, like the item stream).
+#[derive(Serialize)]
+struct RecordOut<'a> {
+    key: Key,
+    ino: u64,
+    size: u64,
+    mtime: Timestamp,
+    ctime: Timestamp,
+    age: u32,
+    chunks: &'a [ChunkRef],
+}
+
+#[derive(Deserialize)]
+struct RecordIn {
+    key: Key,
+    ino: u64,
+    size: u64,
+    mtime: Timestamp,
+    ctime: Timestamp,
+    age: u32,
+    chunks: Vec<ChunkRef>,
 }
 
 pub type Key = [u8; 16];
@@ -61,7 +107,10 @@ pub struct FilesCache {
     path: Option<PathBuf>,
     mode: Mode,
     ttl: u32,
-    entries: HashMap<Key, Entry>,
+    /// Loaded from disk, sorted by key.
+    old: Table,
+    /// Remembered during this run.
+    fresh: Table,
     /// mtimes at or after this are too fresh to remember.
     fresh_after: Timestamp,
 }
@@ -79,7 +128,8 @@ impl FilesCache {
             path: None,
             mode: Mode::Off,
             ttl: 0,
-            entries: HashMap::new(),
+            old: Table::default(),
+            fresh: Table::default(),
             fresh_after: Timestamp::default(),
         }
     }
@@ -90,18 +140,16 @@ impl FilesCache {
         if mode == Mode::Off {
             return FilesCache::disabled();
         }
-        let mut entries: HashMap<Key, Entry> = std::fs::read(&path)
-            .ok()
-            .and_then(|b| decode(&b))
-            .unwrap_or_default();
-        for e in entries.values_mut() {
-            e.age = e.age.saturating_add(1);
+        let mut old = read_table(&path).unwrap_or_default();
+        for m in &mut old.metas {
+            m.age = m.age.saturating_add(1);
         }
         FilesCache {
             path: Some(path),
             mode,
             ttl,
-            entries,
+            old,
+            fresh: Table::default(),
             // One second of margin covers every filesystem's mtime granularity here.
             fresh_after: Timestamp {
                 secs: start.secs - 1,
@@ -124,10 +172,15 @@ impl FilesCache {
         k
     }
 
-    /// The stored chunks of an unchanged file, if the cache knows it.
+    /// The stored chunks of an unchanged file, if the cache knows it. Files with holes are
+    /// never cached (rare, and their map would cost every entry a field).
     pub fn lookup(&mut self, key: &Key, item: &Item, ino: u64) -> Option<Hit> {
+        if item.sparse.is_some() {
+            return None;
+        }
         let mode = self.mode;
-        let e = self.entries.get_mut(key)?;
+        let i = self.old.metas.binary_search_by(|m| m.key.cmp(key)).ok()?;
+        let e = &mut self.old.metas[i];
         let same = e.size == item.size
             && match mode {
                 Mode::Off => false,
@@ -138,82 +191,202 @@ impl FilesCache {
             return None;
         }
         e.age = 0;
+        let e = *e;
         Some(Hit {
-            chunks: e.chunks.clone(),
-            sparse: e.sparse.clone(),
+            chunks: self.old.chunks_of(&e).to_vec(),
+            sparse: None,
         })
     }
 
     /// Remembers a file just stored (with its chunks filled in).
     pub fn remember(&mut self, key: Key, item: &Item, ino: u64) {
-        if self.mode == Mode::Off
-            || item.mtime >= self.fresh_after
-            || item.ctime >= self.fresh_after
-        {
-            self.entries.remove(&key);
+        let too_fresh = item.mtime >= self.fresh_after || item.ctime >= self.fresh_after;
+        if self.mode == Mode::Off || too_fresh || item.sparse.is_some() {
+            // Whatever the cache knew about this path is out of date now.
+            if let Ok(i) = self.old.metas.binary_search_by(|m| m.key.cmp(&key)) {
+                self.old.metas[i].age = u32::MAX;
+            }
             return;
         }
-        self.entries.insert(
+        let meta = Meta {
             key,
-            Entry {
-                ino,
-                size: item.size,
-                mtime: item.mtime,
-                ctime: item.ctime,
-                age: 0,
-                chunks: item.chunks.clone(),
-                sparse: item.sparse.clone(),
-            },
-        );
+            ino,
+            size: item.size,
+            mtime: item.mtime,
+            ctime: item.ctime,
+            age: 0,
+            start: 0,
+            count: 0,
+        };
+        self.fresh.push(meta, &item.chunks);
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.old.metas.len() + self.fresh.metas.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
-    /// Drops entries older than the TTL and writes the cache atomically. Call only after the
-    /// archive was written: a failed backup keeps the previous cache.
+    /// Drops entries older than the TTL and writes the cache atomically, merging this run's
+    /// entries (which win) into the loaded ones as a stream. Call only after the archive was
+    /// written: a failed backup keeps the previous cache.
     pub fn save(mut self) -> std::io::Result<()> {
         let Some(path) = self.path.take() else {
             return Ok(());
         };
         let ttl = self.ttl;
-        self.entries.retain(|_, e| e.age <= ttl);
-        let bytes = encode(&self.entries)?;
+        let mut order: Vec<u32> = (0..self.fresh.metas.len() as u32).collect();
+        order.sort_by_key(|&i| self.fresh.metas[i as usize].key);
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
-        let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
-        std::io::Write::write_all(&mut tmp, &bytes)?;
+        let tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+        self.write_merged(tmp.as_file(), &order, ttl)?;
         tmp.as_file().sync_all()?;
         tmp.persist(&path).map_err(|e| e.error)?;
         Ok(())
     }
+
+    fn write_merged(&self, file: &std::fs::File, order: &[u32], ttl: u32) -> std::io::Result<()> {
+        let mut out = HashingWriter::new(std::io::BufWriter::new(file));
+        out.write_all(MAGIC)?;
+        out.write_all(&[VERSION])?;
+        let (old, fresh) = (&self.old, &self.fresh);
+        let mut oi = old.metas.iter().peekable();
+        let mut fi = order.iter().map(|&i| &fresh.metas[i as usize]).peekable();
+        let mut buf = Vec::new();
+        loop {
+            let take_fresh = match (oi.peek(), fi.peek()) {
+                (None, None) => break,
+                (Some(_), None) => false,
+                (None, Some(_)) => true,
+                (Some(o), Some(f)) => f.key <= o.key,
+            };
+            let (m, table) = if take_fresh {
+                let f = fi.next().expect("peeked");
+                if oi.peek().is_some_and(|o| o.key == f.key) {
+                    oi.next(); // replaced by this run's entry
+                }
+                (f, fresh)
+            } else {
+                (oi.next().expect("peeked"), old)
+            };
+            if m.age > ttl {
+                continue;
+            }
+            let rec = RecordOut {
+                key: m.key,
+                ino: m.ino,
+                size: m.size,
+                mtime: m.mtime,
+                ctime: m.ctime,
+                age: m.age,
+                chunks: table.chunks_of(m),
+            };
+            buf.clear();
+            let body = postcard::to_allocvec(&rec).map_err(std::io::Error::other)?;
+            write_varint(body.len() as u64, &mut buf);
+            buf.extend_from_slice(&body);
+            out.write_all(&buf)?;
+        }
+        out.write_all(&[0])?; // end of records
+        let sum = out.hasher.finalize();
+        let mut inner = out.inner;
+        inner.write_all(sum.as_bytes())?;
+        inner.flush()
+    }
 }
 
-fn encode(entries: &HashMap<Key, Entry>) -> std::io::Result<Vec<u8>> {
-    let list: Vec<(&Key, &Entry)> = entries.iter().collect();
-    let body = postcard::to_allocvec(&list).map_err(std::io::Error::other)?;
-    let mut out = MAGIC.to_vec();
-    out.push(VERSION);
-    out.extend_from_slice(&body);
-    out.extend_from_slice(blake3::hash(&out).as_bytes());
-    Ok(out)
+struct HashingWriter<W> {
+    inner: W,
+    hasher: blake3::Hasher,
 }
 
-fn decode(bytes: &[u8]) -> Option<HashMap<Key, Entry>> {
-    if bytes.len() < 5 + 32 || &bytes[..4] != MAGIC || bytes[4] != VERSION {
+impl<W: Write> HashingWriter<W> {
+    fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: blake3::Hasher::new(),
+        }
+    }
+    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.hasher.update(b);
+        self.inner.write_all(b)
+    }
+}
+
+fn write_varint(mut v: u64, out: &mut Vec<u8>) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// Reads a cache file record by record; `None` if it is missing or damaged in any way.
+fn read_table(path: &Path) -> Option<Table> {
+    let file = std::fs::File::open(path).ok()?;
+    let mut r = std::io::BufReader::new(file);
+    let mut hasher = blake3::Hasher::new();
+    let mut head = [0u8; 5];
+    r.read_exact(&mut head).ok()?;
+    if &head[..4] != MAGIC || head[4] != VERSION {
         return None;
     }
-    let (content, sum) = bytes.split_at(bytes.len() - 32);
-    if blake3::hash(content).as_bytes() != sum {
-        return None;
+    hasher.update(&head);
+    let mut table = Table::default();
+    let mut buf = Vec::new();
+    let mut last: Option<Key> = None;
+    loop {
+        let len = read_varint(&mut r, &mut hasher)?;
+        if len == 0 {
+            break;
+        }
+        if len > 64 << 20 {
+            return None;
+        }
+        buf.resize(len as usize, 0);
+        r.read_exact(&mut buf).ok()?;
+        hasher.update(&buf);
+        let rec: RecordIn = postcard::from_bytes(&buf).ok()?;
+        if last.is_some_and(|k| k >= rec.key) {
+            return None; // not sorted: not ours
+        }
+        last = Some(rec.key);
+        let meta = Meta {
+            key: rec.key,
+            ino: rec.ino,
+            size: rec.size,
+            mtime: rec.mtime,
+            ctime: rec.ctime,
+            age: rec.age,
+            start: 0,
+            count: 0,
+        };
+        table.push(meta, &rec.chunks);
     }
-    let list: Vec<(Key, Entry)> = postcard::from_bytes(&content[5..]).ok()?;
-    Some(list.into_iter().collect())
+    let mut sum = [0u8; 32];
+    r.read_exact(&mut sum).ok()?;
+    (hasher.finalize().as_bytes() == &sum).then_some(table)
+}
+
+fn read_varint(r: &mut impl Read, hasher: &mut blake3::Hasher) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let mut b = [0u8; 1];
+        r.read_exact(&mut b).ok()?;
+        hasher.update(&b);
+        v |= ((b[0] & 0x7f) as u64) << shift;
+        if b[0] & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
 }
 
 /// The client cache directory for a repository: `PROXBORG_CACHE_DIR`, else
