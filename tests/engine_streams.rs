@@ -344,3 +344,24 @@ fn dir_size(dir: &std::path::Path) -> u64 {
         .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
         .sum()
 }
+
+#[test]
+fn an_unchanged_image_file_is_not_read_again() {
+    let s = Scratch::new();
+    s.init("none");
+    let img = s.path("disk.img");
+    std::fs::write(&img, noise(3 << 20, 11)).unwrap();
+    sh(&format!("touch -d 2020-01-01 {}", img.display()));
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let img_s = img.to_str().unwrap();
+    s.ok(&["create", "a", img_s, "--files-cache", "mtime,size"]);
+    let old = std::fs::read(&img).unwrap();
+    std::fs::write(&img, noise(3 << 20, 12)).unwrap();
+    sh(&format!("touch -d 2020-01-01 {}", img.display()));
+    // Same size and mtime: only a cache hit keeps the old bytes, proving the file was not read.
+    s.ok(&["create", "b", img_s, "--files-cache", "mtime,size"]);
+    assert!(s.ok(&["extract", "b", "--stdout"]).stdout == old);
+    // The default mode sees the ctime change and reads it.
+    s.ok(&["create", "c", img_s]);
+    assert!(s.ok(&["extract", "c", "--stdout"]).stdout == std::fs::read(&img).unwrap());
+}

@@ -106,9 +106,29 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "file".into());
-            let file = std::fs::File::open(&source)
+            let mut file = std::fs::File::open(&source)
                 .with_context(|| format!("source {}", source.display()))?;
-            ingest_stream(&mut builder, &name, file, Some(&meta))?;
+            if ft.is_file() {
+                // A disk image or dump file: the files cache skips it when unchanged. A block
+                // device's metadata says nothing about its contents, so it is always read.
+                let mut cache = files_cache(&repo, args.files_cache, args.files_cache_ttl);
+                let key = FilesCache::key(&source.to_string_lossy(), b"");
+                let mut item = stream_item(&name, Some(&meta));
+                item.size = meta.len();
+                match cache.lookup(&key, &item, meta.ino()) {
+                    Some(hit) if builder.has_blobs(&hit.chunks) => {
+                        item.chunks = hit.chunks;
+                        builder.add_known(item, false)?;
+                    }
+                    _ => {
+                        let stored = builder.add(item, Some(&mut file), false)?;
+                        cache.remember(key, &stored, meta.ino());
+                    }
+                }
+                files_cache_to_save = Some(cache);
+            } else {
+                ingest_stream(&mut builder, &name, file, Some(&meta))?;
+            }
         } else {
             bail!(
                 "source {}: not a directory, regular file or block device",
@@ -177,6 +197,12 @@ pub(super) fn ingest_stream(
     mut reader: impl std::io::Read,
     meta: Option<&std::fs::Metadata>,
 ) -> Result<()> {
+    builder.add(stream_item(name, meta), Some(&mut reader), false)?;
+    Ok(())
+}
+
+/// The one entry of a stream source: the file's metadata, or now and our ids for stdin.
+fn stream_item(name: &str, meta: Option<&std::fs::Metadata>) -> Item {
     let mut item = Item::new(name.as_bytes().to_vec(), Kind::File);
     match meta {
         Some(m) => {
@@ -213,8 +239,7 @@ pub(super) fn ingest_stream(
             item.ctime = item.mtime;
         }
     }
-    builder.add(item, Some(&mut reader), false)?;
-    Ok(())
+    item
 }
 
 fn report(args: &Args, id: &ObjectId, m: &Manifest) -> Result<()> {
