@@ -18,7 +18,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 4] = b"PXFC";
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 
 /// Which metadata must match for a hit (borg's `--files-cache` modes).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -51,8 +51,10 @@ struct Meta {
     key: Key,
     ino: u64,
     size: u64,
-    mtime: Timestamp,
-    ctime: Timestamp,
+    /// Nanoseconds since the epoch (64 bytes per entry instead of 80); files with times
+    /// outside i64's ±292 years are simply not cached.
+    mtime: i64,
+    ctime: i64,
     /// Runs since this entry was last seen.
     age: u32,
     start: u32,
@@ -84,8 +86,8 @@ struct RecordOut<'a> {
     key: Key,
     ino: u64,
     size: u64,
-    mtime: Timestamp,
-    ctime: Timestamp,
+    mtime: i64,
+    ctime: i64,
     age: u32,
     chunks: &'a [ChunkRef],
 }
@@ -95,8 +97,8 @@ struct RecordIn {
     key: Key,
     ino: u64,
     size: u64,
-    mtime: Timestamp,
-    ctime: Timestamp,
+    mtime: i64,
+    ctime: i64,
     age: u32,
     chunks: Vec<ChunkRef>,
 }
@@ -184,8 +186,8 @@ impl FilesCache {
         let same = e.size == item.size
             && match mode {
                 Mode::Off => false,
-                Mode::CtimeSizeInode => e.ctime == item.ctime && e.ino == ino,
-                Mode::MtimeSize => e.mtime == item.mtime,
+                Mode::CtimeSizeInode => Some(e.ctime) == ns(item.ctime) && e.ino == ino,
+                Mode::MtimeSize => Some(e.mtime) == ns(item.mtime),
             };
         if !same {
             return None;
@@ -208,12 +210,15 @@ impl FilesCache {
             }
             return;
         }
+        let (Some(mtime), Some(ctime)) = (ns(item.mtime), ns(item.ctime)) else {
+            return;
+        };
         let meta = Meta {
             key,
             ino,
             size: item.size,
-            mtime: item.mtime,
-            ctime: item.ctime,
+            mtime,
+            ctime,
             age: 0,
             start: 0,
             count: 0,
@@ -314,6 +319,12 @@ impl<W: Write> HashingWriter<W> {
         self.hasher.update(b);
         self.inner.write_all(b)
     }
+}
+
+fn ns(t: Timestamp) -> Option<i64> {
+    t.secs
+        .checked_mul(1_000_000_000)
+        .and_then(|s| s.checked_add(t.nanos as i64))
 }
 
 fn write_varint(mut v: u64, out: &mut Vec<u8>) {
