@@ -460,3 +460,62 @@ fn overlay_idmap_gives_the_same_item_stream_as_in_process_translation() {
         );
     }
 }
+
+#[test]
+fn vzdump_hook_archives_a_dump_from_the_node_and_runs_the_file_level_backup() {
+    let (_g, node) = node();
+    let s = Scratch::new();
+    s.init("repokey");
+    let dump = s.path("dump");
+    std::fs::create_dir(&dump).unwrap();
+    node.sh(&format!(
+        "vzdump 100 --dumpdir {} --compress 0 --mode snapshot --quiet >/dev/null 2>&1",
+        dump.display()
+    ));
+    let tar = std::fs::read_dir(&dump)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "tar"))
+        .expect("the node's vzdump wrote no .tar");
+    std::fs::write(s.path("pass"), format!("{PASS}\n")).unwrap();
+    let conf = s.path("proxborg.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "repo: {}\npassphrase-file: {}\npve-root: {}\nfile-level: 1\n",
+            s.repo().display(),
+            s.path("pass").display(),
+            node.get("PROXBORG_PVE_ROOT")
+        ),
+    )
+    .unwrap();
+    // As vzdump runs it: an emptied environment plus its variables.
+    let out = Command::new("env")
+        .arg("-i")
+        .arg("LC_ALL=C")
+        .arg(format!("DUMPDIR={}", dump.display()))
+        .arg("VMTYPE=lxc")
+        .arg("HOSTNAME=tank")
+        .arg(format!("TARGET={}", tar.display()))
+        .arg(format!("PROXBORG_BIN={}", env!("CARGO_BIN_EXE_proxborg")))
+        .arg(format!("PROXBORG_CONFIG={}", conf.display()))
+        .arg(format!("PROXBORG_CACHE_DIR={}", s.path("cache").display()))
+        .arg(format!("PROXBORG_HOOK_PATH={SIM_DIR}/bin"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/hooks/proxborg-vzdump-hook"
+        ))
+        .args(["backup-end", "snapshot", "100"])
+        .output()
+        .unwrap();
+    assert!(code(&out) <= 1, "{}", stderr(&out));
+    let names = String::from_utf8(s.ok(&["list"]).stdout).unwrap();
+    let tar_name = tar.file_name().unwrap().to_str().unwrap();
+    assert!(names.contains(tar_name), "{names}");
+    assert!(
+        names.contains("dump-100-"),
+        "file-level backup missing: {names}"
+    );
+    assert!(s.ok(&["extract", tar_name, "--stdout"]).stdout == std::fs::read(&tar).unwrap());
+    assert_eq!(node.leftovers(), "");
+}

@@ -74,6 +74,7 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
         bytesize::ByteSize(manifest.stats.added_size)
     );
 
+    let mut outcome = Outcome::Success;
     if conf.remove_dump {
         repo.reload_index()?; // the blobs just written
                               // Read the archive back through the normal, verifying path before deleting anything.
@@ -91,7 +92,19 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
         std::fs::remove_file(&target).with_context(|| format!("removing {}", target.display()))?;
         eprintln!("proxborg: verified and removed {}", target.display());
     }
-    Ok(Outcome::Success)
+    if conf.file_level && vmtype == "lxc" {
+        // The container's files too, from its own ZFS snapshots (after the image's lock and
+        // repository handle are released: the backup takes its own).
+        drop(_lock);
+        drop(repo);
+        let args = super::backup::Args {
+            targets: vec![format!("{vmid}:")],
+            ..Default::default()
+        };
+        outcome = super::backup::run(global, args)
+            .with_context(|| format!("file-level backup of container {vmid}"))?;
+    }
+    Ok(outcome)
 }
 
 /// Hashes what passes through, so the dump is read only once.
