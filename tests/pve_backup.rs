@@ -518,4 +518,33 @@ fn vzdump_hook_archives_a_dump_from_the_node_and_runs_the_file_level_backup() {
     );
     assert!(s.ok(&["extract", tar_name, "--stdout"]).stdout == std::fs::read(&tar).unwrap());
     assert_eq!(node.leftovers(), "");
+
+    // A VM's VMA dump from the node's vzdump: the archive's bytes equal the file.
+    node.sh(&format!(
+        "vzdump 200 --dumpdir {} --compress 0 --mode snapshot --quiet >/dev/null 2>&1",
+        dump.display()
+    ));
+    let vma = std::fs::read_dir(&dump)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "vma"))
+        .expect("the node's vzdump wrote no .vma");
+    let out = Command::new("env")
+        .arg("-i")
+        .arg("LC_ALL=C")
+        .arg("VMTYPE=qemu")
+        .arg("HOSTNAME=db")
+        .arg(format!("TARGET={}", vma.display()))
+        .arg(format!("PROXBORG_BIN={}", env!("CARGO_BIN_EXE_proxborg")))
+        .arg(format!("PROXBORG_CONFIG={}", conf.display()))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/hooks/proxborg-vzdump-hook"
+        ))
+        .args(["backup-end", "snapshot", "200"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let vma_name = vma.file_name().unwrap().to_str().unwrap();
+    assert!(s.ok(&["extract", vma_name, "--stdout"]).stdout == std::fs::read(&vma).unwrap());
 }
