@@ -84,6 +84,13 @@ impl Node {
     }
 }
 
+/// The first archive named in a backup's `--json` results.
+fn first_archive(out: &std::process::Output) -> String {
+    let results: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON results ({e}): {}", stderr(out)));
+    results[0]["archive"].as_str().unwrap().to_string()
+}
+
 fn run_node(node: &Node, s: &Scratch, args: &[&str]) -> std::process::Output {
     run(node.cmd(s).args(args))
 }
@@ -162,8 +169,7 @@ fn container_files_backup_restores_through_pct_restore() {
         "{freeze}"
     );
 
-    let results: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let archive = results[0]["archive"].as_str().unwrap().to_string();
+    let archive = first_archive(&out);
     assert!(archive.starts_with("dump-100-"), "{archive}");
     let listing = String::from_utf8(s.ok(&["list", &archive]).stdout).unwrap();
     let lines: Vec<&str> = listing.lines().collect();
@@ -242,8 +248,7 @@ fn vm_image_backup_equals_vzdumps_stream_and_restores() {
     s.init("none");
     let out = run_node(node, &s, &["200", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let results: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let archive = results[0]["archive"].as_str().unwrap().to_string();
+    let archive = first_archive(&out);
     assert!(
         archive.starts_with("vzdump-qemu-200-") && archive.ends_with(".vma"),
         "{archive}"
@@ -274,8 +279,7 @@ fn dataset_backup_and_signals_leave_nothing_behind() {
     let share_s = share.to_str().unwrap().to_string();
     let out = run_node(node, &s, &[&share_s, "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let results: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let archive = results[0]["archive"].as_str().unwrap().to_string();
+    let archive = first_archive(&out);
     assert!(archive.starts_with("dataset-"), "{archive}");
     let dest = s.path("dest");
     std::fs::create_dir(&dest).unwrap();
@@ -335,8 +339,7 @@ fn all_mountpoints_with_bang_and_pct_conf_as_vzdump_writes_it() {
     s.init("none");
     let out = run_node(node, &s, &["tank:!", "--json"]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
-    let results: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let archive = results[0]["archive"].as_str().unwrap().to_string();
+    let archive = first_archive(&out);
     let listing = String::from_utf8(s.ok(&["list", &archive]).stdout).unwrap();
     assert!(
         listing.contains("./var/cache/big/"),
@@ -389,8 +392,7 @@ fn custom_idmap_container_records_ids_through_its_own_map() {
     s.init("none");
     let out = run_node(node, &s, &["102:", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let results: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let archive = results[0]["archive"].as_str().unwrap().to_string();
+    let archive = first_archive(&out);
     let listing = String::from_utf8(s.ok(&["list", &archive]).stdout).unwrap();
     let owner_of = |path: &str| -> String {
         let line = listing
@@ -441,8 +443,7 @@ fn overlay_idmap_gives_the_same_item_stream_as_in_process_translation() {
                 &[ct, "--idmap-via", via, "--files-cache", "off", "--json"],
             );
             assert!(code(&out) <= 1, "{ct} via {via}: {}", stderr(&out));
-            let results: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            names.push(results[0]["archive"].as_str().unwrap().to_string());
+            names.push(first_archive(&out));
             std::thread::sleep(std::time::Duration::from_millis(1100)); // distinct archive names
         }
         let (a, b) = (entries(&names[0]), entries(&names[1]));

@@ -55,13 +55,7 @@ impl Manifest {
     }
 
     pub fn decode(crypto: &Crypto, stored: &[u8], what: &str) -> Result<Self> {
-        let (version, body) = crypto.unseal(MAGIC, stored, what)?;
-        if version != VERSION {
-            return Err(RepoError::corrupt(
-                what,
-                format!("unsupported archive version {version}"),
-            ));
-        }
+        let body = crypto.unseal_version(MAGIC, VERSION, stored, what)?;
         serde_json::from_slice(&body).map_err(|e| RepoError::corrupt(what, e.to_string()))
     }
 }

@@ -197,6 +197,25 @@ impl Crypto {
         Ok(out)
     }
 
+    /// Opens a sealed object that must carry exactly `version` (readers refuse versions they
+    /// do not know rather than guess); returns its body.
+    pub fn unseal_version(
+        &self,
+        magic: &[u8; 4],
+        version: u8,
+        stored: &[u8],
+        what: &str,
+    ) -> Result<Vec<u8>> {
+        let (found, body) = self.unseal(magic, stored, what)?;
+        if found != version {
+            return Err(RepoError::corrupt(
+                what,
+                format!("unsupported version {found} (this proxborg reads {version})"),
+            ));
+        }
+        Ok(body)
+    }
+
     /// Verifies and opens a sealed object; returns its version and body.
     pub fn unseal(&self, magic: &[u8; 4], stored: &[u8], what: &str) -> Result<(u8, Vec<u8>)> {
         if stored.len() < 6 || &stored[..4] != magic {

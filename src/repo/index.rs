@@ -37,13 +37,7 @@ impl IndexFile {
     }
 
     pub fn decode(crypto: &Crypto, stored: &[u8], what: &str) -> Result<Self> {
-        let (version, body) = crypto.unseal(MAGIC, stored, what)?;
-        if version != VERSION {
-            return Err(RepoError::corrupt(
-                what,
-                format!("unsupported index version {version}"),
-            ));
-        }
+        let body = crypto.unseal_version(MAGIC, VERSION, stored, what)?;
         postcard::from_bytes(&body).map_err(|e| RepoError::corrupt(what, e.to_string()))
     }
 }

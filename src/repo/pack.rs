@@ -103,13 +103,7 @@ pub fn decode_header(
     header_offset: u64,
     what: &str,
 ) -> Result<Vec<PackEntry>> {
-    let (version, body) = crypto.unseal(HEADER_MAGIC, sealed, what)?;
-    if version != HEADER_VERSION {
-        return Err(RepoError::corrupt(
-            what,
-            format!("unsupported pack header version {version}"),
-        ));
-    }
+    let body = crypto.unseal_version(HEADER_MAGIC, HEADER_VERSION, sealed, what)?;
     let entries: Vec<PackEntry> = postcard::from_bytes(&body)
         .map_err(|e| RepoError::corrupt(what, format!("header: {e}")))?;
     for e in &entries {
