@@ -23,20 +23,22 @@ zfs create rpool/data && zfs create rpool/repo || { fail pool "zfs create rpool/
 # compression=off on the compared datasets: with lz4, zeros written out would also show a tiny
 # `du`, so only with it off does a small du prove that holes were punched rather than written.
 mk() { zfs create -o acltype=posixacl -o xattr=sa -o compression=off "rpool/data/$1"; }
-mk subvol-100-disk-0 && mk subvol-101-disk-0 && mk subvol-102-disk-0 || { fail pool "PVE-style zfs create failed"; finish; }
+mk subvol-100-disk-0 && mk subvol-101-disk-0 && mk subvol-102-disk-0 && mk subvol-104-disk-0 && mk subvol-105-disk-0 || { fail pool "PVE-style zfs create failed"; finish; }
 pass pool
 
 # ---------------------------------------------------------------- the source tree
 S=/rpool/data/subvol-100-disk-0
 say "populate $S"
 populate() {
+  S=$1 B=$2
   set -e
+  i() { echo $(($1 + B)); }
   mkdir -p $S/etc/acl-default $S/usr/bin $S/var/empty
   printf 'root:x:0:0::/root:/bin/sh\n' > $S/etc/passwd
   echo "acl file" > $S/etc/aclfile
-  /usr/bin/setfacl -m u:1000:rwx,g:1001:r-x,m::rwx $S/etc/aclfile
-  /usr/bin/setfacl -m u:1002:r-x $S/etc/acl-default
-  /usr/bin/setfacl -d -m u:1000:rwx,g:1001:rx $S/etc/acl-default
+  /usr/bin/setfacl -m u:$(i 1000):rwx,g:$(i 1001):r-x,m::rwx $S/etc/aclfile
+  /usr/bin/setfacl -m u:$(i 1002):r-x $S/etc/acl-default
+  /usr/bin/setfacl -d -m u:$(i 1000):rwx,g:$(i 1001):rx $S/etc/acl-default
   echo inherits > $S/etc/acl-default/child      # gets an access ACL from the default ACL
   echo xattrs > $S/etc/xfile
   /usr/bin/setfattr -n user.proxborg -v "hello world" $S/etc/xfile
@@ -54,10 +56,12 @@ populate() {
   ln $S/etc/passwd $S/etc/passwd.hardlink
   ln -s ../etc/passwd $S/usr/passwd.link
   mkfifo $S/var/fifo
-  chown -R 0:0 $S; chown 1000:1001 $S/etc/aclfile $S/var/empty; chown 33:33 $S/etc/xfile
-  chown -h 1000:1000 $S/usr/passwd.link
+  chown -R $(i 0):$(i 0) $S; chown $(i 1000):$(i 1001) $S/etc/aclfile $S/var/empty; chown $(i 33):$(i 33) $S/etc/xfile
+  chown -h $(i 1000):$(i 1000) $S/usr/passwd.link
   chmod 4755 $S/usr/bin/suid; chmod 2711 $S/usr/bin/sgid   # chown clears set-id bits
-  /usr/sbin/setcap cap_net_raw+ep $S/usr/bin/ping          # and the capability
+  # and the capability; an unprivileged CT's is set inside its userns (a v3 capability, rootid 100000)
+  if [ "$B" = 0 ]; then /usr/sbin/setcap cap_net_raw+ep $S/usr/bin/ping
+  else /usr/bin/lxc-usernsexec -m u:0:100000:65536 -m g:0:100000:65536 -- /usr/sbin/setcap cap_net_raw+ep $S/usr/bin/ping; fi
   # ns mtimes last: creating entries changes directory mtimes
   n=1
   for f in $(cd $S && /usr/bin/find . -depth ! -type l); do
@@ -67,7 +71,7 @@ populate() {
   /usr/bin/touch -h -m -d '2020-01-02 03:04:05.987654321' $S/usr/passwd.link
   set +e
 }
-if (populate); then pass populate; else fail populate "building the source tree failed"; fi
+if (populate $S 0); then pass populate; else fail populate "building the source tree failed"; fi
 zpool sync rpool
 
 # manifest DIR > file: one line per entry with everything a restore must keep (not atime/ctime)
@@ -91,7 +95,7 @@ compare() {
   manifest "$src" > /tmp/m.src; manifest "$dst" > /tmp/m.dst
   cp /tmp/m.src $H/$name.src.manifest; cp /tmp/m.dst $H/$name.dst.manifest
   if [ ! -s /tmp/m.src ] || ! grep -q 'user.proxborg' /tmp/m.src || ! grep -q 'security.capability' /tmp/m.src \
-     || ! grep -q 'default:user:1000:rwx' /tmp/m.src || ! grep -q '987654321' /tmp/m.src; then
+     || ! grep -Eq 'default:user:(10)?1000:rwx' /tmp/m.src || ! grep -q '987654321' /tmp/m.src; then
     fail "$name-manifest" "source manifest lacks ACL/xattr/capability/ns entries (test setup broken)"
   fi
   if cmp -s /tmp/m.src /tmp/m.dst; then
@@ -138,6 +142,25 @@ else
   fail export-tar-pipe "$(tail -3 /tmp/tar.log | tr '\n' ' ')"
 fi
 compare export-tar $SNAP $D2
+
+# ---------------------------------------------------------------- unprivileged: create --unprivileged, pct restore --unprivileged 1
+say "unprivileged CT: create --unprivileged, export-tar | lxc-usernsexec tar into a new subvol"
+U=/rpool/data/subvol-104-disk-0 D3=/rpool/data/subvol-105-disk-0
+if (populate $U 100000); then pass populate-unprivileged; else fail populate-unprivileged "building the shifted tree failed"; fi
+zfs snapshot rpool/data/subvol-104-disk-0@pb1
+if proxborg create --unprivileged ct104 $U/.zfs/snapshot/pb1 >/tmp/create-unpriv.log 2>&1; then pass create-unprivileged
+else fail create-unprivileged "$(tail -3 /tmp/create-unpriv.log | tr '\n' ' ')"; fi
+chown 100000:100000 $D3     # PVE chowns a new subvol's root to the mapped root before extracting
+if (set -o pipefail 2>/dev/null; proxborg export-tar ct104 - | /usr/bin/lxc-usernsexec -m u:0:100000:65536 -m g:0:100000:65536 -- \
+      /usr/bin/tar xpf - --totals --one-file-system -p --sparse --numeric-owner --acls --xattrs \
+      --xattrs-include='user.*' --xattrs-include=security.capability \
+      --warning=no-file-ignored --warning=no-xattr-write \
+      -C $D3 --skip-old-files --anchored --exclude './dev/*') >/tmp/tar-unpriv.log 2>&1; then
+  pass export-tar-userns-pipe
+else
+  fail export-tar-userns-pipe "$(tail -3 /tmp/tar-unpriv.log | tr '\n' ' ')"
+fi
+compare unprivileged $U/.zfs/snapshot/pb1 $D3
 
 # ---------------------------------------------------------------- atomic multi-dataset snapshot
 say "atomic multi-dataset snapshot"
