@@ -175,6 +175,8 @@ fi
 
 # ---------------------------------------------------------------- proxborg backup of a /path dataset target
 say "proxborg /rpool/data/subvol-100-disk-0 (dataset target)"
+# a PVE node with no guests: proxborg reads the cluster's VM list even for dataset targets
+mkdir -p /etc/pve; [ -e /etc/pve/.vmlist ] || echo '{"version": 1, "ids": {}}' > /etc/pve/.vmlist
 before=$(proxborg list 2>/dev/null | wc -l)
 if proxborg --repo $PROXBORG_REPO /rpool/data/subvol-100-disk-0 >/tmp/backup.log 2>&1; then
   pass backup-dataset-target

@@ -143,8 +143,12 @@ do_initrd() {
   for b in /sbin/zfs /sbin/zpool /sbin/zdb /sbin/zstream /sbin/mount.zfs; do
     [ -e "$WORK/zfsuser$b" ] && zbins="$zbins $b"
   done
+  # .zfs/snapshot automount: the zfs module runs `/usr/bin/env mount -i -t zfs -n DS DIR` (PATH
+  # /sbin:/usr/sbin:/bin:/usr/bin); busybox has neither /usr/bin/env nor `mount -i`, so the
+  # util-linux mount (which calls /sbin/mount.zfs) replaces busybox's applet link.
+  rm -f "$R/bin/mount"
   # shellcheck disable=SC2086
-  copy_with_libs "$R" $zbins /usr/bin/getfacl /usr/bin/setfacl /usr/bin/getfattr /usr/bin/setfattr /usr/bin/stat /usr/bin/tar /usr/bin/touch \
+  copy_with_libs "$R" /usr/bin/env /bin/mount $zbins /usr/bin/getfacl /usr/bin/setfacl /usr/bin/getfattr /usr/bin/setfattr /usr/bin/stat /usr/bin/tar /usr/bin/touch \
       /usr/sbin/setcap /usr/sbin/getcap /usr/bin/du /usr/bin/find /usr/bin/sort /usr/bin/cmp /usr/bin/sha256sum $(command -v lxc-usernsexec || true)
   for b in $EXTRA_BIN; do cp -L "$b" "$R/usr/local/bin/"; copy_with_libs "$R" "$b"; done
   # lxc-usernsexec (pct restore's wrapper for unprivileged CTs) reads subordinate id ranges
