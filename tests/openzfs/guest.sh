@@ -93,6 +93,9 @@ compare() {
   name=$1 src=$2 dst=$3
   zpool sync rpool
   manifest "$src" > /tmp/m.src; manifest "$dst" > /tmp/m.dst
+  # pct restore's `--skip-old-files` keeps the existing root directory as it is (GNU tar does
+  # not touch it), so on the tar paths the root's mtime is PVE's behaviour, not proxborg's.
+  if [ "${4:-}" = tar ]; then sed -i '1s/^\(\. directory [0-7]* [0-9:]*\) .*/\1 (root mtime not compared)/' /tmp/m.src /tmp/m.dst; fi
   cp /tmp/m.src $H/$name.src.manifest; cp /tmp/m.dst $H/$name.dst.manifest
   if [ ! -s /tmp/m.src ] || ! grep -q 'user.proxborg' /tmp/m.src || ! grep -q 'security.capability' /tmp/m.src \
      || ! grep -Eq 'default:user:(10)?1000:rwx' /tmp/m.src || ! grep -q '987654321' /tmp/m.src; then
@@ -141,7 +144,7 @@ if (set -o pipefail 2>/dev/null; proxborg export-tar ct100 - | /usr/bin/tar xpf 
 else
   fail export-tar-pipe "$(tail -3 /tmp/tar.log | tr '\n' ' ')"
 fi
-compare export-tar $SNAP $D2
+compare export-tar $SNAP $D2 tar
 
 # ---------------------------------------------------------------- unprivileged: create --unprivileged, pct restore --unprivileged 1
 say "unprivileged CT: create --unprivileged, export-tar | lxc-usernsexec tar into a new subvol"
@@ -160,7 +163,7 @@ if (set -o pipefail 2>/dev/null; proxborg export-tar ct104 - | /usr/bin/lxc-user
 else
   fail export-tar-userns-pipe "$(tail -3 /tmp/tar-unpriv.log | tr '\n' ' ')"
 fi
-compare unprivileged $U/.zfs/snapshot/pb1 $D3
+compare unprivileged $U/.zfs/snapshot/pb1 $D3 tar
 
 # ---------------------------------------------------------------- atomic multi-dataset snapshot
 say "atomic multi-dataset snapshot"
@@ -177,6 +180,7 @@ fi
 say "proxborg /rpool/data/subvol-100-disk-0 (dataset target)"
 # a PVE node with no guests: proxborg reads the cluster's VM list even for dataset targets
 mkdir -p /etc/pve; [ -e /etc/pve/.vmlist ] || echo '{"version": 1, "ids": {}}' > /etc/pve/.vmlist
+hostname pve1; mkdir -p /etc/pve/nodes/pve1/lxc /etc/pve/nodes/pve1/qemu-server; ln -sfn nodes/pve1 /etc/pve/local
 before=$(proxborg list 2>/dev/null | wc -l)
 if proxborg --repo $PROXBORG_REPO /rpool/data/subvol-100-disk-0 >/tmp/backup.log 2>&1; then
   pass backup-dataset-target
