@@ -1,0 +1,200 @@
+#!/bin/sh
+# guest.sh — proxborg's end-to-end checks on REAL OpenZFS; runs inside the qemu VM started by
+# tests/openzfs/run (busybox sh as PID 1's child, the 9p share at /mnt/host, proxborg in
+# /usr/local/bin). Each check prints `PASS name` or `FAIL name: reason`; the last line is
+# `SUMMARY pass=N fail=M`, which the host parses. Debian's busybox ash runs its own applets
+# before PATH, so GNU tools are called by absolute path (/usr/bin/tar, /usr/bin/stat, ...).
+H=/mnt/host
+PASS=0 FAIL=0
+pass() { echo "PASS $1"; PASS=$((PASS + 1)); }
+fail() { echo "FAIL $1: $2"; FAIL=$((FAIL + 1)); }
+up() { cut -d' ' -f1 /proc/uptime; }
+say() { echo "--- [$(up)s] $*"; }
+finish() { echo "SUMMARY pass=$PASS fail=$FAIL"; echo "SUMMARY pass=$PASS fail=$FAIL" > $H/summary; exit 0; }
+
+export PROXBORG_REPO=/rpool/repo/r PROXBORG_PASSPHRASE=openzfs-tier PROXBORG_TEST_FAST_KDF=1
+
+# ---------------------------------------------------------------- pool and datasets as PVE makes them
+say "pool"
+if ! zpool create -f -o ashift=12 -O compression=lz4 -O acltype=posixacl -O xattr=sa rpool /dev/vda1; then
+  fail pool "zpool create on /dev/vda1 failed"; finish
+fi
+zfs create rpool/data && zfs create rpool/repo || { fail pool "zfs create rpool/data failed"; finish; }
+# compression=off on the compared datasets: with lz4, zeros written out would also show a tiny
+# `du`, so only with it off does a small du prove that holes were punched rather than written.
+mk() { zfs create -o acltype=posixacl -o xattr=sa -o compression=off "rpool/data/$1"; }
+mk subvol-100-disk-0 && mk subvol-101-disk-0 && mk subvol-102-disk-0 && mk subvol-104-disk-0 && mk subvol-105-disk-0 || { fail pool "PVE-style zfs create failed"; finish; }
+pass pool
+
+# ---------------------------------------------------------------- the source tree
+S=/rpool/data/subvol-100-disk-0
+say "populate $S"
+populate() {
+  S=$1 B=$2
+  set -e
+  i() { echo $(($1 + B)); }
+  mkdir -p $S/etc/acl-default $S/usr/bin $S/var/empty
+  printf 'root:x:0:0::/root:/bin/sh\n' > $S/etc/passwd
+  echo "acl file" > $S/etc/aclfile
+  /usr/bin/setfacl -m u:$(i 1000):rwx,g:$(i 1001):r-x,m::rwx $S/etc/aclfile
+  /usr/bin/setfacl -m u:$(i 1002):r-x $S/etc/acl-default
+  /usr/bin/setfacl -d -m u:$(i 1000):rwx,g:$(i 1001):rx $S/etc/acl-default
+  echo inherits > $S/etc/acl-default/child      # gets an access ACL from the default ACL
+  echo xattrs > $S/etc/xfile
+  /usr/bin/setfattr -n user.proxborg -v "hello world" $S/etc/xfile
+  /usr/bin/setfattr -n user.bin -v 0x00ff10 $S/etc/xfile
+  cp /bin/busybox $S/usr/bin/ping
+  /usr/sbin/setcap cap_net_raw+ep $S/usr/bin/ping
+  echo suid > $S/usr/bin/suid; chmod 4755 $S/usr/bin/suid
+  echo sgid > $S/usr/bin/sgid; chmod 2711 $S/usr/bin/sgid
+  mkdir $S/tmp; chmod 1777 $S/tmp
+  # sparse: 64 MiB with data at 0, 32 MiB and the last byte
+  echo head > $S/sparse
+  echo middle | dd of=$S/sparse bs=1M seek=32 conv=notrunc 2>/dev/null
+  /usr/bin/truncate -s 64M $S/sparse 2>/dev/null || truncate -s 64M $S/sparse
+  printf z | dd of=$S/sparse bs=1 seek=67108863 conv=notrunc 2>/dev/null
+  ln $S/etc/passwd $S/etc/passwd.hardlink
+  ln -s ../etc/passwd $S/usr/passwd.link
+  mkfifo $S/var/fifo
+  chown -R $(i 0):$(i 0) $S; chown $(i 1000):$(i 1001) $S/etc/aclfile $S/var/empty; chown $(i 33):$(i 33) $S/etc/xfile
+  chown -h $(i 1000):$(i 1000) $S/usr/passwd.link
+  chmod 4755 $S/usr/bin/suid; chmod 2711 $S/usr/bin/sgid   # chown clears set-id bits
+  # and the capability; an unprivileged CT's is set inside its userns (a v3 capability, rootid 100000)
+  if [ "$B" = 0 ]; then /usr/sbin/setcap cap_net_raw+ep $S/usr/bin/ping
+  else /usr/bin/lxc-usernsexec -m u:0:100000:65536 -m g:0:100000:65536 -- /usr/sbin/setcap cap_net_raw+ep $S/usr/bin/ping; fi
+  # ns mtimes last: creating entries changes directory mtimes
+  n=1
+  for f in $(cd $S && /usr/bin/find . -depth ! -type l); do
+    /usr/bin/touch -m -d "2021-0$((n % 9 + 1))-1$((n % 9)) 12:34:56.$((100000000 + n * 1234567))" "$S/$f"
+    n=$((n + 1))
+  done
+  /usr/bin/touch -h -m -d '2020-01-02 03:04:05.987654321' $S/usr/passwd.link
+  set +e
+}
+if (populate $S 0); then pass populate; else fail populate "building the source tree failed"; fi
+zpool sync rpool
+
+# manifest DIR > file: one line per entry with everything a restore must keep (not atime/ctime)
+manifest() {
+  (cd "$1" && /usr/bin/find . | LC_ALL=C /usr/bin/sort | while read -r p; do
+    if [ -d "$p" ] && [ ! -L "$p" ]; then
+      /usr/bin/stat -c '%n %F %a %u:%g %y' "$p"        # a dir's size counts its entries: not compared
+    else
+      /usr/bin/stat -c '%n %F %a %u:%g %s %h %y' "$p"
+    fi
+    [ -L "$p" ] && { echo "  -> $(readlink "$p")"; continue; }
+    /usr/bin/getfacl -n -p "$p" 2>&1 | grep -v '^# file'
+    /usr/bin/getfattr -h -d -m - -e hex "$p" 2>/dev/null | grep -v '^# file' | grep -v '^$'
+    [ -f "$p" ] && /usr/bin/sha256sum "$p"
+  done)
+}
+# compare NAME SRC DST: manifests equal and the sparse file keeps its holes
+compare() {
+  name=$1 src=$2 dst=$3
+  zpool sync rpool
+  manifest "$src" > /tmp/m.src; manifest "$dst" > /tmp/m.dst
+  # pct restore's `--skip-old-files` keeps the existing root directory as it is (GNU tar does
+  # not touch it), so on the tar paths the root's mtime is PVE's behaviour, not proxborg's.
+  if [ "${4:-}" = tar ]; then sed -i '1s/^\(\. directory [0-7]* [0-9:]*\) .*/\1 (root mtime not compared)/' /tmp/m.src /tmp/m.dst; fi
+  cp /tmp/m.src $H/$name.src.manifest; cp /tmp/m.dst $H/$name.dst.manifest
+  if [ ! -s /tmp/m.src ] || ! grep -q 'user.proxborg' /tmp/m.src || ! grep -q 'security.capability' /tmp/m.src \
+     || ! grep -Eq 'default:user:(10)?1000:rwx' /tmp/m.src || ! grep -q '987654321' /tmp/m.src; then
+    fail "$name-manifest" "source manifest lacks ACL/xattr/capability/ns entries (test setup broken)"
+  fi
+  if cmp -s /tmp/m.src /tmp/m.dst; then
+    pass "$name-metadata-and-content"
+  else
+    fail "$name-metadata-and-content" "differs: $(diff /tmp/m.src /tmp/m.dst | grep '^[-+][^-+]' | head -6 | tr '\n' '|')"
+  fi
+  su=$(/usr/bin/du -k "$src/sparse" | cut -f1); du=$(/usr/bin/du -k "$dst/sparse" 2>/dev/null | cut -f1)
+  if [ -n "$du" ] && [ "$du" -lt 1024 ]; then
+    pass "$name-sparse-holes"
+  else
+    fail "$name-sparse-holes" "64 MiB sparse file uses ${du:-?} KiB after restore (source ${su} KiB)"
+  fi
+}
+
+# ---------------------------------------------------------------- create from .zfs/snapshot, extract
+say "proxborg init + create from .zfs/snapshot"
+if proxborg init >/tmp/init.log 2>&1; then pass init; else fail init "$(tail -3 /tmp/init.log | tr '\n' ' ')"; fi
+zfs snapshot rpool/data/subvol-100-disk-0@pb1 || fail snapshot "zfs snapshot failed"
+SNAP=$S/.zfs/snapshot/pb1
+if [ ! -f $SNAP/etc/passwd ]; then
+  fail snapdir "$SNAP/etc/passwd not visible"
+fi
+if proxborg create ct100 $SNAP >/tmp/create.log 2>&1; then pass create-from-zfs-snapshot
+else fail create-from-zfs-snapshot "$(tail -3 /tmp/create.log | tr '\n' ' ')"; fi
+
+say "extract into rpool/data/subvol-101-disk-0"
+D1=/rpool/data/subvol-101-disk-0
+if proxborg extract ct100 -C $D1 >/tmp/extract.log 2>&1; then pass extract
+else fail extract "$(tail -3 /tmp/extract.log | tr '\n' ' ')"; fi
+compare extract $SNAP $D1
+
+# ---------------------------------------------------------------- export-tar | tar with pct restore's flags
+say "export-tar | tar xpf - (pct restore flags) into rpool/data/subvol-102-disk-0"
+D2=/rpool/data/subvol-102-disk-0
+# PVE-FACTS §1.2: tar xpf - --totals @COMMON_TAR_FLAGS -C root --skip-old-files --anchored --exclude ./dev/*
+if (set -o pipefail 2>/dev/null; proxborg export-tar ct100 - | /usr/bin/tar xpf - --totals \
+      --one-file-system -p --sparse --numeric-owner --acls --xattrs \
+      --xattrs-include='user.*' --xattrs-include=security.capability \
+      --warning=no-file-ignored --warning=no-xattr-write \
+      -C $D2 --skip-old-files --anchored --exclude './dev/*') >/tmp/tar.log 2>&1; then
+  pass export-tar-pipe
+else
+  fail export-tar-pipe "$(tail -3 /tmp/tar.log | tr '\n' ' ')"
+fi
+compare export-tar $SNAP $D2 tar
+
+# ---------------------------------------------------------------- unprivileged: create --unprivileged, pct restore --unprivileged 1
+say "unprivileged CT: create --unprivileged, export-tar | lxc-usernsexec tar into a new subvol"
+U=/rpool/data/subvol-104-disk-0 D3=/rpool/data/subvol-105-disk-0
+if (populate $U 100000); then pass populate-unprivileged; else fail populate-unprivileged "building the shifted tree failed"; fi
+zfs snapshot rpool/data/subvol-104-disk-0@pb1
+if proxborg create --unprivileged ct104 $U/.zfs/snapshot/pb1 >/tmp/create-unpriv.log 2>&1; then pass create-unprivileged
+else fail create-unprivileged "$(tail -3 /tmp/create-unpriv.log | tr '\n' ' ')"; fi
+chown 100000:100000 $D3     # PVE chowns a new subvol's root to the mapped root before extracting
+if (set -o pipefail 2>/dev/null; proxborg export-tar ct104 - | /usr/bin/lxc-usernsexec -m u:0:100000:65536 -m g:0:100000:65536 -- \
+      /usr/bin/tar xpf - --totals --one-file-system -p --sparse --numeric-owner --acls --xattrs \
+      --xattrs-include='user.*' --xattrs-include=security.capability \
+      --warning=no-file-ignored --warning=no-xattr-write \
+      -C $D3 --skip-old-files --anchored --exclude './dev/*') >/tmp/tar-unpriv.log 2>&1; then
+  pass export-tar-userns-pipe
+else
+  fail export-tar-userns-pipe "$(tail -3 /tmp/tar-unpriv.log | tr '\n' ' ')"
+fi
+compare unprivileged $U/.zfs/snapshot/pb1 $D3 tar
+
+# ---------------------------------------------------------------- atomic multi-dataset snapshot
+say "atomic multi-dataset snapshot"
+zfs create -V 16M rpool/data/vm-103-disk-0
+if zfs snapshot rpool/data/subvol-100-disk-0@multi rpool/data/subvol-101-disk-0@multi rpool/data/vm-103-disk-0@multi; then
+  t=$(for d in subvol-100-disk-0 subvol-101-disk-0 vm-103-disk-0; do zfs get -H -p -o value createtxg rpool/data/$d@multi; done | sort -u)
+  if [ "$(echo "$t" | wc -l)" = 1 ] && [ -n "$t" ]; then pass "atomic-snapshot-same-createtxg"
+  else fail "atomic-snapshot-same-createtxg" "createtxg values: $(echo $t)"; fi
+else
+  fail "atomic-snapshot-same-createtxg" "zfs snapshot with three names failed"
+fi
+
+# ---------------------------------------------------------------- proxborg backup of a /path dataset target
+say "proxborg /rpool/data/subvol-100-disk-0 (dataset target)"
+# a PVE node with no guests: proxborg reads the cluster's VM list even for dataset targets
+mkdir -p /etc/pve; [ -e /etc/pve/.vmlist ] || echo '{"version": 1, "ids": {}}' > /etc/pve/.vmlist
+hostname pve1; mkdir -p /etc/pve/nodes/pve1/lxc /etc/pve/nodes/pve1/qemu-server; ln -sfn nodes/pve1 /etc/pve/local
+before=$(proxborg list 2>/dev/null | wc -l)
+if proxborg --repo $PROXBORG_REPO /rpool/data/subvol-100-disk-0 >/tmp/backup.log 2>&1; then
+  pass backup-dataset-target
+else
+  fail backup-dataset-target "rc!=0: $(tail -4 /tmp/backup.log | tr '\n' ' ')"
+fi
+after=$(proxborg list 2>/dev/null | wc -l)
+if [ "$after" -gt "$before" ]; then pass backup-dataset-new-archive
+else fail backup-dataset-new-archive "archive count $before -> $after"; fi
+left=$(zfs list -H -t all -o name | grep proxborg)
+if [ -z "$left" ]; then pass backup-dataset-no-leftovers
+else fail backup-dataset-no-leftovers "left behind: $(echo $left)"; fi
+cp /tmp/*.log $H/ 2>/dev/null
+proxborg list > $H/archives.txt 2>&1
+
+zpool export rpool || fail pool-export "zpool export rpool failed (busy?)"
+finish
