@@ -74,7 +74,6 @@ fn add_entry(
         ino,
         nlink,
     } = entry;
-    let cache_key = FilesCache::key(&source.source_id, &item.path);
     item.path = prefixed(&source.prefix, &item.path);
     if let Some(map) = source.idmap {
         for w in translate_item(map, &mut item) {
@@ -83,7 +82,15 @@ fn add_entry(
         }
     }
     match &mut item.kind {
-        Kind::File => add_file(builder, cache, cache_key, item, &fs_path, ino, nlink > 1),
+        Kind::File => add_file(
+            builder,
+            cache,
+            &source.source_id,
+            item,
+            &fs_path,
+            ino,
+            nlink > 1,
+        ),
         Kind::Hardlink { target } => {
             *target = prefixed(&source.prefix, target);
             if builder.has_link_target(target) {
@@ -92,7 +99,7 @@ fn add_entry(
             } else {
                 // The group's first name was not stored (unreadable): this one carries the data.
                 item.kind = Kind::File;
-                add_file(builder, cache, cache_key, item, &fs_path, ino, true)
+                add_file(builder, cache, &source.source_id, item, &fs_path, ino, true)
             }
         }
         _ => {
@@ -113,12 +120,14 @@ fn prefixed(prefix: &[u8], path: &[u8]) -> Vec<u8> {
 fn add_file(
     builder: &mut ArchiveBuilder,
     cache: &mut FilesCache,
-    key: crate::files_cache::Key,
+    source_id: &str,
     mut item: Item,
     fs_path: &Path,
     ino: u64,
     linked: bool,
 ) -> Result<()> {
+    // Only regular files need a cache key; the hash is skipped for everything else.
+    let key = FilesCache::key(source_id, &item.path);
     if let Some(hit) = cache.lookup(&key, &item, ino) {
         if builder.has_blobs(&hit.chunks) {
             item.chunks = hit.chunks;
