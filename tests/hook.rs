@@ -3,7 +3,6 @@
 mod common;
 use common::*;
 use std::path::Path;
-use std::process::Command;
 
 fn hook(
     s: &Scratch,
@@ -12,24 +11,16 @@ fn hook(
     target: &Path,
     vmtype: &str,
 ) -> std::process::Output {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/hooks/proxborg-vzdump-hook");
-    Command::new("env")
-        .arg("-i")
-        .arg("LC_ALL=C")
-        .arg("LVM_SUPPRESS_FD_WARNINGS=1")
-        .arg("STOREID=local")
-        .arg(format!("DUMPDIR={}", s.path("dump").display()))
-        .arg(format!("VMTYPE={vmtype}"))
-        .arg("HOSTNAME=db")
-        .arg(format!("TARGET={}", target.display()))
-        .arg(format!("LOGFILE={}", s.path("dump/x.log").display()))
-        // Where a package would have put them; vzdump itself sets neither.
-        .arg(format!("PROXBORG_BIN={}", env!("CARGO_BIN_EXE_proxborg")))
-        .arg(format!("PROXBORG_CONFIG={}", conf.display()))
-        .arg(script)
-        .args(phase_args)
-        .output()
-        .unwrap()
+    let vars = [
+        ("LVM_SUPPRESS_FD_WARNINGS", "1".to_string()),
+        ("STOREID", "local".to_string()),
+        ("DUMPDIR", s.path("dump").display().to_string()),
+        ("VMTYPE", vmtype.to_string()),
+        ("HOSTNAME", "db".to_string()),
+        ("TARGET", target.display().to_string()),
+        ("LOGFILE", s.path("dump/x.log").display().to_string()),
+    ];
+    run_vzdump_hook(conf, &vars, phase_args)
 }
 
 fn setup(extra_conf: &str) -> (Scratch, std::path::PathBuf, std::path::PathBuf) {

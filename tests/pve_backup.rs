@@ -491,24 +491,15 @@ fn vzdump_hook_archives_a_dump_from_the_node_and_runs_the_file_level_backup() {
     )
     .unwrap();
     // As vzdump runs it: an emptied environment plus its variables.
-    let out = Command::new("env")
-        .arg("-i")
-        .arg("LC_ALL=C")
-        .arg(format!("DUMPDIR={}", dump.display()))
-        .arg("VMTYPE=lxc")
-        .arg("HOSTNAME=tank")
-        .arg(format!("TARGET={}", tar.display()))
-        .arg(format!("PROXBORG_BIN={}", env!("CARGO_BIN_EXE_proxborg")))
-        .arg(format!("PROXBORG_CONFIG={}", conf.display()))
-        .arg(format!("PROXBORG_CACHE_DIR={}", s.path("cache").display()))
-        .arg(format!("PROXBORG_HOOK_PATH={SIM_DIR}/bin"))
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/hooks/proxborg-vzdump-hook"
-        ))
-        .args(["backup-end", "snapshot", "100"])
-        .output()
-        .unwrap();
+    let vars = [
+        ("DUMPDIR", dump.display().to_string()),
+        ("VMTYPE", "lxc".to_string()),
+        ("HOSTNAME", "tank".to_string()),
+        ("TARGET", tar.display().to_string()),
+        ("PROXBORG_CACHE_DIR", s.path("cache").display().to_string()),
+        ("PROXBORG_HOOK_PATH", format!("{SIM_DIR}/bin")),
+    ];
+    let out = run_vzdump_hook(&conf, &vars, &["backup-end", "snapshot", "100"]);
     assert!(code(&out) <= 1, "{}", stderr(&out));
     let names = String::from_utf8(s.ok(&["list"]).stdout).unwrap();
     let tar_name = tar.file_name().unwrap().to_str().unwrap();
@@ -530,21 +521,12 @@ fn vzdump_hook_archives_a_dump_from_the_node_and_runs_the_file_level_backup() {
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|e| e == "vma"))
         .expect("the node's vzdump wrote no .vma");
-    let out = Command::new("env")
-        .arg("-i")
-        .arg("LC_ALL=C")
-        .arg("VMTYPE=qemu")
-        .arg("HOSTNAME=db")
-        .arg(format!("TARGET={}", vma.display()))
-        .arg(format!("PROXBORG_BIN={}", env!("CARGO_BIN_EXE_proxborg")))
-        .arg(format!("PROXBORG_CONFIG={}", conf.display()))
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/hooks/proxborg-vzdump-hook"
-        ))
-        .args(["backup-end", "snapshot", "200"])
-        .output()
-        .unwrap();
+    let vars = [
+        ("VMTYPE", "qemu".to_string()),
+        ("HOSTNAME", "db".to_string()),
+        ("TARGET", vma.display().to_string()),
+    ];
+    let out = run_vzdump_hook(&conf, &vars, &["backup-end", "snapshot", "200"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let vma_name = vma.file_name().unwrap().to_str().unwrap();
     assert!(s.ok(&["extract", vma_name, "--stdout"]).stdout == std::fs::read(&vma).unwrap());

@@ -226,3 +226,22 @@ pub fn assert_dumps_equal(a: &str, b: &str, what: &str) {
         panic!("{what}:\n{}", diff.join("\n"));
     }
 }
+
+/// Runs `hooks/proxborg-vzdump-hook ARGS` the way vzdump does: an emptied environment holding
+/// only `LC_ALL=C`, vzdump's variables `vars`, and where a package would have put the binary
+/// and the settings file (`PROXBORG_BIN`, `PROXBORG_CONFIG`; vzdump sets neither).
+pub fn run_vzdump_hook(conf: &Path, vars: &[(&str, String)], args: &[&str]) -> Output {
+    let mut c = Command::new("env");
+    c.arg("-i").arg("LC_ALL=C");
+    for (k, v) in vars {
+        c.arg(format!("{k}={v}"));
+    }
+    c.arg(format!("PROXBORG_BIN={}", env!("CARGO_BIN_EXE_proxborg")))
+        .arg(format!("PROXBORG_CONFIG={}", conf.display()))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/hooks/proxborg-vzdump-hook"
+        ))
+        .args(args);
+    c.output().expect("running the hook")
+}
