@@ -160,10 +160,6 @@ impl FilesCache {
         }
     }
 
-    pub fn is_enabled(&self) -> bool {
-        self.mode != Mode::Off
-    }
-
     pub fn key(source_id: &str, path: &[u8]) -> Key {
         let mut h = blake3::Hasher::new();
         h.update(source_id.as_bytes());

@@ -17,15 +17,6 @@ pub enum RunError {
     },
 }
 
-impl RunError {
-    pub fn stderr(&self) -> &str {
-        match self {
-            RunError::Failed { stderr, .. } => stderr,
-            RunError::Spawn { .. } => "",
-        }
-    }
-}
-
 /// The last few lines of a program's stderr, for one-line error messages.
 pub fn tail(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);

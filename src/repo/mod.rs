@@ -38,7 +38,7 @@ pub use writer::{BlobWriter, WriteStats};
 use backend::Backend;
 use chunker::Chunker;
 use crypto::Crypto;
-use index::{index_key, Index, IndexFile};
+use index::{Index, IndexFile};
 use key::{Keys, WrappedKey};
 use std::sync::Arc;
 use zeroize::Zeroizing;
@@ -294,9 +294,5 @@ impl Repository {
             return Err(RepoError::AppendOnly("delete"));
         }
         self.backend.delete(&archive::archive_key(id))
-    }
-
-    pub fn index_key(id: &ChunkId) -> String {
-        index_key(id)
     }
 }
