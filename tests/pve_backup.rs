@@ -531,3 +531,24 @@ fn vzdump_hook_archives_a_dump_from_the_node_and_runs_the_file_level_backup() {
     let vma_name = vma.file_name().unwrap().to_str().unwrap();
     assert!(s.ok(&["extract", vma_name, "--stdout"]).stdout == std::fs::read(&vma).unwrap());
 }
+
+#[test]
+fn prune_after_backup_keeps_the_series_to_its_rules() {
+    let (_g, node) = node();
+    let s = Scratch::new();
+    s.init("none");
+    let share = node.mountpoint("data/share");
+    let share = share.to_str().unwrap();
+    assert_success(&s.create_stdin("unrelated-2020-01-01", b"x"), &["create"]);
+    for _ in 0..3 {
+        let out = run_node(node, &s, &[share, "--prune", "--keep-last", "2"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    let names = String::from_utf8(s.ok(&["list"]).stdout).unwrap();
+    assert_eq!(names.matches("dataset-").count(), 2, "{names}");
+    assert!(
+        names.contains("unrelated-2020-01-01"),
+        "prune touched another series: {names}"
+    );
+}

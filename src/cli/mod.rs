@@ -19,7 +19,7 @@ mod info;
 mod init;
 mod list;
 pub(crate) mod progress;
-mod prune;
+pub(crate) mod prune;
 mod vzdump_hook;
 
 use clap::{Parser, Subcommand};

@@ -69,11 +69,11 @@ pub struct Args {
 }
 
 #[derive(serde::Serialize)]
-struct Decision {
+pub(crate) struct Decision {
     name: String,
     series: String,
     start: String,
-    keep: bool,
+    pub(crate) keep: bool,
     rule: Option<String>,
 }
 
@@ -157,7 +157,11 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
 }
 
 /// Decisions in the order of `archives`, rules applied per series (or to all as one).
-fn decide(archives: &[&ArchiveEntry], rules: &Rules, one_series: bool) -> Result<Vec<Decision>> {
+pub(crate) fn decide(
+    archives: &[&ArchiveEntry],
+    rules: &Rules,
+    one_series: bool,
+) -> Result<Vec<Decision>> {
     let mut series: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, (_, m)) in archives.iter().enumerate() {
         let key = if one_series {

@@ -99,7 +99,7 @@ pub fn execute(global: &Global, args: &Args, plan: &BackupPlan) -> Result<Outcom
                 if interrupt::interrupted() {
                     bail!("interrupted");
                 }
-                prune_after(global, args, &repo, job, w)?;
+                prune_after(args, &repo, job, w)?;
             }
             Err(e) => {
                 errors += 1;
@@ -479,13 +479,7 @@ fn add_vzdump_files(builder: &mut ArchiveBuilder, job: &FilesJob) -> Result<()> 
     Ok(())
 }
 
-fn prune_after(
-    global: &Global,
-    args: &Args,
-    repo: &Repository,
-    job: &Job,
-    warnings: u64,
-) -> Result<()> {
+fn prune_after(args: &Args, repo: &Repository, job: &Job, warnings: u64) -> Result<()> {
     let conf = access::settings()?;
     if !(args.prune || conf.prune) {
         return Ok(());
@@ -504,7 +498,6 @@ fn prune_after(
     if rules.is_empty() {
         bail!("--prune needs keep rules (--keep-daily etc., or keep-* in the settings file)");
     }
-    let _ = global;
     let (archives, _) = repo.archives()?;
     let Some((_, me)) = archives.iter().find(|(_, m)| m.name == job.archive()) else {
         return Ok(());
@@ -514,18 +507,10 @@ fn prune_after(
         .iter()
         .filter(|(_, m)| crate::retention::series_key(&m.name, &m.metadata) == series)
         .collect();
-    let times: Vec<jiff::Timestamp> = members
-        .iter()
-        .map(|(_, m)| m.start.parse().unwrap_or(jiff::Timestamp::MIN))
-        .collect();
-    let decisions = crate::retention::decide(
-        &times,
-        &rules,
-        jiff::Timestamp::now(),
-        &jiff::tz::TimeZone::system(),
-    );
-    for ((id, m), keep) in members.iter().zip(decisions) {
-        if keep.is_none() {
+    // The same rules and decisions as `proxborg prune`, on this archive's series alone.
+    let decisions = crate::cli::prune::decide(&members, &rules, true)?;
+    for ((id, m), d) in members.iter().zip(decisions) {
+        if !d.keep {
             repo.delete_archive(id)?;
             eprintln!("proxborg: pruned {}", m.name);
         }
