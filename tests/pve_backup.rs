@@ -552,3 +552,56 @@ fn prune_after_backup_keeps_the_series_to_its_rules() {
         "prune touched another series: {names}"
     );
 }
+
+/// A process of CT 100 appends line i to a file on rootfs and then to one on mp0, so at any
+/// instant the mp0 file has as many lines as the rootfs one, or one fewer. zfs-fuse takes the
+/// snapshots one call each; proxborg keeps the container frozen across the calls (the simulated
+/// lxc-freeze stops the registered process as the cgroup freezer would), so the archive must
+/// still show the two files in step. Without the freeze, the writer runs on between the calls.
+#[test]
+fn lockstep_writer_in_the_container_is_never_out_of_step_in_the_archive() {
+    let (_g, node) = node();
+    let s = Scratch::new();
+    s.init("none");
+    let root = node.mountpoint("data/subvol-100-disk-0");
+    let mp0 = node.mountpoint("data/subvol-100-disk-1");
+    let (a, b) = (root.join("root/lockstep.a"), mp0.join("lockstep.b"));
+    let mut writer = Command::new("sh")
+        .arg("-c")
+        .arg(r#"i=0; while :; do i=$((i + 1)); echo $i >> "$1"; echo $i >> "$2"; done"#)
+        .args(["lockstep", a.to_str().unwrap(), b.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    let procs = format!("{SIM_DIR}/state/100.procs");
+    std::fs::write(&procs, format!("{}\n", writer.id())).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = run_node(node, &s, &["100:", "--json"]);
+    let _ = writer.kill();
+    let _ = writer.wait();
+    std::fs::remove_file(&procs).unwrap();
+    let written = std::fs::read_to_string(&a).unwrap().lines().count();
+    std::fs::remove_file(&a).unwrap();
+    std::fs::remove_file(&b).unwrap();
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(stderr(&out).contains("not atomically"), "{}", stderr(&out));
+
+    let archive = first_archive(&out);
+    let dest = s.path("lockstep");
+    std::fs::create_dir(&dest).unwrap();
+    s.ok(&[
+        "extract",
+        &archive,
+        "-C",
+        dest.to_str().unwrap(),
+        "root/lockstep.a",
+        "srv/data/lockstep.b",
+    ]);
+    let lines = |p: &str| std::fs::read_to_string(dest.join(p)).unwrap().lines().count();
+    let (la, lb) = (lines("root/lockstep.a"), lines("srv/data/lockstep.b"));
+    assert!(la > 0 && la < written, "archive a={la}, written {written}");
+    assert!(
+        lb == la || lb + 1 == la,
+        "out of step in the archive: rootfs {la} lines, mp0 {lb} lines"
+    );
+    assert_eq!(node.leftovers(), "");
+}

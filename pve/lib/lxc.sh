@@ -38,7 +38,29 @@ lxc-freeze | lxc-unfreeze)
         echo "$prog: $name: container is not running" >&2
         exit 1
     fi
-    if [[ $prog == lxc-freeze ]]; then echo FROZEN >"$state_file"; else echo RUNNING >"$state_file"; fi
+    # The container's processes: host pids listed in state/<vmid>.procs (a test registers its
+    # "container" writers there). lxc-freeze stops them all and returns once every one is
+    # stopped, as the cgroup freezer does; lxc-unfreeze resumes them.
+    procs=()
+    if [[ -f $state_file.procs ]]; then
+        while read -r pid; do
+            [[ $pid =~ ^[0-9]+$ && -d /proc/$pid ]] && procs+=("$pid")
+        done <"$state_file.procs"
+    fi
+    if [[ $prog == lxc-freeze ]]; then
+        for pid in "${procs[@]}"; do kill -STOP "$pid" 2>/dev/null || true; done
+        for pid in "${procs[@]}"; do
+            for _ in $(seq 1 500); do
+                st=$(sed -n 's/^[0-9]* (.*) \(.\).*/\1/p' "/proc/$pid/stat" 2>/dev/null || echo gone)
+                [[ $st == T || $st == t || $st == Z || $st == gone || -z $st ]] && break
+                sleep 0.01
+            done
+        done
+        echo FROZEN >"$state_file"
+    else
+        for pid in "${procs[@]}"; do kill -CONT "$pid" 2>/dev/null || true; done
+        echo RUNNING >"$state_file"
+    fi
     ;;
 lxc-info)
     if ((state_only)); then
