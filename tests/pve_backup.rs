@@ -596,7 +596,12 @@ fn lockstep_writer_in_the_container_is_never_out_of_step_in_the_archive() {
         "root/lockstep.a",
         "srv/data/lockstep.b",
     ]);
-    let lines = |p: &str| std::fs::read_to_string(dest.join(p)).unwrap().lines().count();
+    let lines = |p: &str| {
+        std::fs::read_to_string(dest.join(p))
+            .unwrap()
+            .lines()
+            .count()
+    };
     let (la, lb) = (lines("root/lockstep.a"), lines("srv/data/lockstep.b"));
     assert!(la > 0 && la < written, "archive a={la}, written {written}");
     assert!(
@@ -604,4 +609,55 @@ fn lockstep_writer_in_the_container_is_never_out_of_step_in_the_archive() {
         "out of step in the archive: rootfs {la} lines, mp0 {lb} lines"
     );
     assert_eq!(node.leftovers(), "");
+}
+
+/// SIGKILL while the container is frozen (a slow freezer) leaves it frozen; `proxborg cleanup`
+/// finds the dead run's marker and thaws it, and touches no container it did not freeze.
+#[test]
+fn a_container_left_frozen_by_a_killed_run_is_thawed_by_cleanup() {
+    let (_g, node) = node();
+    let s = Scratch::new();
+    s.init("none");
+    let state = |vmid: u32| {
+        std::fs::read_to_string(format!("{SIM_DIR}/state/{vmid}"))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let delay = format!("{SIM_DIR}/state/100.freeze-delay");
+    std::fs::write(&delay, "3").unwrap();
+    let mut child = node.cmd(&s).args(["100:"]).spawn().unwrap();
+    let t = std::time::Instant::now();
+    while state(100) != "FROZEN" {
+        assert!(t.elapsed().as_secs() < 30, "CT 100 never froze");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::remove_file(&delay).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(3500)); // the orphaned lxc-freeze ends
+    assert_eq!(
+        state(100),
+        "FROZEN",
+        "the kill should have left CT 100 frozen"
+    );
+    // a container frozen by someone else is not ours to thaw
+    std::fs::write(format!("{SIM_DIR}/state/101"), "FROZEN").unwrap();
+    let out = run_node(node, &s, &["cleanup"]);
+    std::fs::write(format!("{SIM_DIR}/state/101"), "STOPPED").unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("thawed container 100"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(state(100), "RUNNING");
+    assert!(!stderr(&out).contains("container 101"), "{}", stderr(&out));
+    assert_eq!(node.leftovers(), "");
+    let again = run_node(node, &s, &["cleanup"]);
+    assert!(
+        stderr(&again).contains("nothing to clean up"),
+        "{}",
+        stderr(&again)
+    );
 }

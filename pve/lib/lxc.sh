@@ -57,6 +57,8 @@ lxc-freeze | lxc-unfreeze)
             done
         done
         echo FROZEN >"$state_file"
+        # a slow freezer (processes in D state take seconds on a real host), for kill tests
+        if [[ -f $state_file.freeze-delay ]]; then sleep "$(<"$state_file.freeze-delay")"; fi
     else
         for pid in "${procs[@]}"; do kill -CONT "$pid" 2>/dev/null || true; done
         echo RUNNING >"$state_file"

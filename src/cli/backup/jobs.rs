@@ -23,6 +23,9 @@ use std::path::{Path, PathBuf};
 /// vzdump's default excludes (PVE-FACTS §2.4) and `lost+found`.
 const VZDUMP_EXCLUDES: [&str; 4] = ["/tmp/?*", "/var/tmp/?*", "/var/run/?*.pid", "lost+found"];
 
+/// Run directories live in `RUN_BASE/<pid>`: a directory whose process is gone is a dead run's.
+pub(super) const RUN_BASE: &str = "/run/proxborg";
+
 struct Ctx<'a> {
     args: &'a Args,
     repo: &'a Repository,
@@ -58,8 +61,10 @@ pub fn execute(global: &Global, args: &Args, plan: &BackupPlan) -> Result<Outcom
     }
     let (mut repo, _lock, damaged) = access::open_locked(global, "backup")?;
     warnings += damaged;
-    remove_dead_run_dirs(Path::new("/run/proxborg"));
-    let run_dir = PathBuf::from(format!("/run/proxborg/{}", std::process::id()));
+    for r in remove_dead_run_dirs(Path::new(RUN_BASE)) {
+        warn(format!("after an earlier, killed run: {r}"));
+    }
+    let run_dir = Path::new(RUN_BASE).join(std::process::id().to_string());
     std::fs::create_dir_all(&run_dir).with_context(|| run_dir.display().to_string())?;
     let _run_dir_guard = RemoveDir(run_dir.clone());
     let conf = access::settings()?;
@@ -149,11 +154,17 @@ pub fn execute(global: &Global, args: &Args, plan: &BackupPlan) -> Result<Outcom
     })
 }
 
-/// Run directories of killed runs: only empty directories are removed (a clone still mounted
-/// there keeps its directory until `cleanup` has destroyed it).
-fn remove_dead_run_dirs(base: &Path) {
+/// In a run directory, `frozen-<vmid>` says the run has frozen container <vmid> and not yet
+/// thawed it.
+const FROZEN_MARKER: &str = "frozen-";
+
+/// Run directories of killed runs: containers they left frozen are thawed, their overlay
+/// mounts unmounted, and only empty directories are removed (a clone still mounted there keeps
+/// its directory until its dataset is destroyed). Returns what was done, for the log.
+pub(super) fn remove_dead_run_dirs(base: &Path) -> Vec<String> {
+    let mut done = Vec::new();
     let Ok(entries) = std::fs::read_dir(base) else {
-        return;
+        return done;
     };
     for e in entries.flatten() {
         let name = e.file_name();
@@ -165,7 +176,24 @@ fn remove_dead_run_dirs(base: &Path) {
         }
         if let Ok(subs) = std::fs::read_dir(e.path()) {
             for sub in subs.flatten() {
-                if sub.file_name().to_string_lossy().starts_with("ovl") {
+                let sub_name = sub.file_name().to_string_lossy().into_owned();
+                if let Some(vmid) = sub_name
+                    .strip_prefix(FROZEN_MARKER)
+                    .and_then(|v| v.parse::<u32>().ok())
+                {
+                    if guest::ct_state(vmid).ok() == Some(guest::CtState::Frozen) {
+                        match guest::thaw(vmid) {
+                            Ok(()) => done.push(format!("thawed container {vmid}")),
+                            Err(e) => {
+                                done.push(format!("could not thaw container {vmid}: {e}"));
+                                continue;
+                            }
+                        }
+                    }
+                    let _ = std::fs::remove_file(sub.path());
+                    continue;
+                }
+                if sub_name.starts_with("ovl") {
                     let _ = crate::host::overlay::unmount_once(&sub.path());
                     let _ = std::fs::remove_dir_all(sub.path().join("upper"));
                     let _ = std::fs::remove_dir_all(sub.path().join("work"));
@@ -175,6 +203,7 @@ fn remove_dead_run_dirs(base: &Path) {
         }
         let _ = std::fs::remove_dir(e.path());
     }
+    done
 }
 
 struct RemoveDir(PathBuf);
@@ -350,10 +379,19 @@ fn container_files(ctx: &Ctx, job: &FilesJob, snapshot: &str) -> Result<u64> {
     // Freeze, sync, snapshot every volume (one call per pool), thaw at once.
     let running = guest::ct_state(job.vmid.0)? == guest::CtState::Running;
     if running {
-        guest::freeze(job.vmid.0)?;
         let vmid = job.vmid.0;
+        // The marker outlives a SIGKILL: `cleanup` (or the next run) thaws a container that a
+        // dead run left frozen. Written before the freeze so that no kill can come between.
+        let marker = ctx.run_dir.join(format!("{FROZEN_MARKER}{vmid}"));
+        std::fs::write(&marker, b"").with_context(|| marker.display().to_string())?;
+        if let Err(e) = guest::freeze(vmid) {
+            let _ = std::fs::remove_file(&marker);
+            return Err(e.into());
+        }
         guards.push(format!("thaw container {vmid}"), move || {
-            guest::thaw(vmid).map_err(|e| e.to_string())
+            guest::thaw(vmid).map_err(|e| e.to_string())?;
+            let _ = std::fs::remove_file(&marker);
+            Ok(())
         });
     }
     rustix::fs::sync();

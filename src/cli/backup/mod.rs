@@ -111,9 +111,17 @@ pub fn run(global: &Global, mut args: Args) -> Result<Outcome> {
 
 /// `proxborg cleanup`: leftovers of dead runs on this host, nothing else.
 pub fn cleanup() -> Result<Outcome> {
-    let removed = crate::host::zfs::cleanup_dead_runs(&crate::repo::lock::host_name())?;
+    // Thaw first: a container frozen by a killed run is down for its users right now.
+    let mut removed = jobs::remove_dead_run_dirs(std::path::Path::new(jobs::RUN_BASE));
+    removed.extend(
+        crate::host::zfs::cleanup_dead_runs(&crate::repo::lock::host_name())?
+            .into_iter()
+            .map(|r| format!("removed {r}")),
+    );
+    // Emptied only now: a clone mounted in a run directory kept it until its destroy.
+    jobs::remove_dead_run_dirs(std::path::Path::new(jobs::RUN_BASE));
     for r in &removed {
-        eprintln!("proxborg: removed {r}");
+        eprintln!("proxborg: {r}");
     }
     if removed.is_empty() {
         eprintln!("proxborg: nothing to clean up");
