@@ -91,7 +91,7 @@ manifest() {
 # compare NAME SRC DST: manifests equal and the sparse file keeps its holes
 compare() {
   name=$1 src=$2 dst=$3
-  zpool sync rpool
+  zpool sync    # every pool: before a txg sync, `du` of fresh data is an estimate
   manifest "$src" > /tmp/m.src; manifest "$dst" > /tmp/m.dst
   # pct restore's `--skip-old-files` keeps the existing root directory as it is (GNU tar does
   # not touch it), so on the tar paths the root's mtime is PVE's behaviour, not proxborg's.
@@ -193,7 +193,114 @@ else fail backup-dataset-new-archive "archive count $before -> $after"; fi
 left=$(zfs list -H -t all -o name | grep proxborg)
 if [ -z "$left" ]; then pass backup-dataset-no-leftovers
 else fail backup-dataset-no-leftovers "left behind: $(echo $left)"; fi
-cp /tmp/*.log $H/ 2>/dev/null
+
+# ---------------------------------------------------------------- the simulated PVE node on OpenZFS
+# pve/sim builds the same node as on the host (same scripts, same /etc/pve), with its pool on a
+# real device; `proxborg 100:` etc. then run exactly as on a PVE host.
+sim_checks() {
+  say "pve/sim up: pool tank on /dev/vda2"
+  SIMDIR=/var/lib/pvesim
+  if ! PROXBORG_SIM_VDEV=/dev/vda2 PROXBORG_SIM_POOL=tank /opt/proxborg/pve/sim up $SIMDIR >/tmp/sim.env 2>/tmp/sim-up.log; then
+    fail sim-up "$(tail -3 /tmp/sim-up.log | tr '\n' ' ')"; return
+  fi
+  eval "$(cat /tmp/sim.env)"
+  acl=$(zfs get -H -o value acltype tank/data/subvol-100-disk-0)
+  if [ "$acl" = posixacl ] && [ -x $SIMDIR/bin/pct ]; then pass sim-up; else fail sim-up "acltype=$acl"; return; fi
+  export PROXBORG_REPO=/rpool/repo/sim
+  proxborg init >/tmp/init-sim.log 2>&1 || { fail sim-init "$(tail -2 /tmp/init-sim.log | tr '\n' ' ')"; return; }
+  mnt() { zfs get -H -o value mountpoint "tank/data/$1"; }
+  ROOT=$(mnt subvol-100-disk-0) MP0=$(mnt subvol-100-disk-1)
+  # CT 100 gets files with everything only real ZFS stores: ACLs, xattrs, a v3 capability,
+  # set-id bits, ns mtimes, a sparse file (host ids shifted by 100000, as PVE stores them)
+  if (populate $ROOT/opt/special 100000); then pass sim-populate; else fail sim-populate "populate failed"; fi
+
+  # A writer outside the container (so no freeze stops it) appends to a file on rootfs and one
+  # on mp0 in lockstep: at every instant lines(b) is lines(a) or lines(a)-1. Only a snapshot
+  # set taken at one instant keeps that in the archive.
+  A=$ROOT/root/lockstep.a B=$MP0/lockstep.b
+  rm -f /tmp/stop-writer
+  (i=0; while [ ! -e /tmp/stop-writer ]; do i=$((i + 1)); echo $i >> $A; echo $i >> $B; done) &
+  WPID=$!
+  sleep 2
+  # control: two snapshots one after the other do see them out of step, so the check can fail
+  zfs snapshot tank/data/subvol-100-disk-0@ctl; zfs snapshot tank/data/subvol-100-disk-1@ctl
+  ca=$(wc -l < $ROOT/.zfs/snapshot/ctl/root/lockstep.a) cb=$(wc -l < $MP0/.zfs/snapshot/ctl/lockstep.b)
+  zfs destroy tank/data/subvol-100-disk-0@ctl; zfs destroy tank/data/subvol-100-disk-1@ctl
+  if [ "$cb" -gt "$ca" ]; then pass atomicity-control-sequential-snapshots-out-of-step
+  else fail atomicity-control-sequential-snapshots-out-of-step "a=$ca b=$cb: the writer is too slow to tell"; fi
+
+  say "proxborg 100: (writer running)"
+  proxborg 100: --json >/tmp/ct100.json 2>/tmp/ct100.log; rc=$?
+  touch /tmp/stop-writer; wait $WPID
+  ARCH=$(sed -n 's/.*"archive": *"\([^"]*\)".*/\1/p' /tmp/ct100.json | head -1)
+  # exit 1: the bind mount mp2 is skipped with a warning, as on the host
+  if [ $rc = 1 ] && [ -n "$ARCH" ]; then pass ct100-backup
+  else fail ct100-backup "rc=$rc archive='$ARCH': $(tail -3 /tmp/ct100.log | tr '\n' ' ')"; fi
+  if grep -q "not atomically" /tmp/ct100.log; then fail ct100-no-fallback "$(grep 'not atomically' /tmp/ct100.log)"
+  else pass ct100-no-fallback; fi
+  hist=$(zpool history tank | grep 'zfs snapshot' | grep '@proxborg-')
+  if [ "$(echo "$hist" | grep -c .)" = 1 ] && echo "$hist" | grep -q 'subvol-100-disk-0@proxborg-' \
+     && echo "$hist" | grep -q 'subvol-100-disk-1@proxborg-'; then pass ct100-one-snapshot-call
+  else fail ct100-one-snapshot-call "zpool history: $(echo $hist)"; fi
+  txgs=$(zpool history -i tank | grep -E '\] snapshot tank/data/subvol-100-disk-[01]@proxborg-' | sed -n 's/.*\[txg:\([0-9]*\)\].*/\1/p')
+  if [ "$(echo "$txgs" | grep -c .)" = 2 ] && [ "$(echo "$txgs" | sort -u | grep -c .)" = 1 ]; then pass ct100-snapshot-set-one-txg
+  else fail ct100-snapshot-set-one-txg "txgs: $(echo $txgs)"; fi
+  rm -rf /tmp/ls; mkdir /tmp/ls
+  proxborg extract "$ARCH" -C /tmp/ls root/lockstep.a srv/data/lockstep.b >/tmp/ls.log 2>&1
+  la=$(wc -l < /tmp/ls/root/lockstep.a) lb=$(wc -l < /tmp/ls/srv/data/lockstep.b)
+  if [ "${la:-0}" -gt 0 ] && [ "$lb" -le "$la" ] && [ "$lb" -ge $((la - 1)) ]; then pass ct100-lockstep-in-step
+  else fail ct100-lockstep-in-step "archive has a=$la b=$lb lines"; fi
+  left=$(zfs list -H -t all -o name | grep proxborg; grep proxborg /proc/mounts)
+  if [ -z "$left" ]; then pass ct100-no-leftovers; else fail ct100-no-leftovers "$(echo $left)"; fi
+
+  say "export-tar | pct restore 120 --unprivileged 1"
+  if (set -o pipefail; proxborg export-tar "$ARCH" - | pct restore 120 - --rootfs local-zfs:1 \
+        --mp0 local-zfs:1,mp=/srv/data --unprivileged 1) >/tmp/restore.log 2>&1; then pass pct-restore
+  else fail pct-restore "$(tail -3 /tmp/restore.log | tr '\n' ' ')"; fi
+  NROOT=$(mnt subvol-120-disk-0) NMP0=$(mnt subvol-120-disk-1)
+  compare pct-restore $ROOT/opt/special $NROOT/opt/special
+  rm -f $A $B $NROOT/root/lockstep.a $NMP0/lockstep.b
+  manifest $MP0 > /tmp/m0.src; manifest $NMP0 > /tmp/m0.dst
+  if [ -s /tmp/m0.src ] && cmp -s /tmp/m0.src /tmp/m0.dst; then pass pct-restore-mp0
+  else fail pct-restore-mp0 "$(diff /tmp/m0.src /tmp/m0.dst | grep '^[-+][^-+]' | head -4 | tr '\n' '|')"; fi
+  hn=$(/usr/bin/stat -c %u:%g $ROOT/etc/hostname) nhn=$(/usr/bin/stat -c %u:%g $NROOT/etc/hostname)
+  if [ "$hn" = 100000:100000 ] && [ "$nhn" = "$hn" ]; then pass pct-restore-shifted-owners
+  else fail pct-restore-shifted-owners "etc/hostname $hn -> $nhn"; fi
+
+  say "proxborg 102: (custom lxc.idmap)"
+  proxborg 102: --json >/tmp/ct102.json 2>/tmp/ct102.log; rc=$?
+  A102=$(sed -n 's/.*"archive": *"\([^"]*\)".*/\1/p' /tmp/ct102.json | head -1)
+  proxborg list "$A102" > /tmp/ct102.list 2>&1
+  own() { awk -v p="$1" '$NF == p {print $2}' /tmp/ct102.list; }
+  got="$(own ./etc/hostname) $(own ./home/shared.txt) $(own ./root/outside-map.txt) $(own ./var/www/html/index.html)"
+  if [ $rc = 0 ] && [ "$got" = "0/0 1000/1000 65534/65534 33/33" ]; then pass ct102-custom-idmap
+  else fail ct102-custom-idmap "rc=$rc owners: $got; $(tail -2 /tmp/ct102.log | tr '\n' ' ')"; fi
+
+  say "SIGKILL in the middle of proxborg 100:, then proxborg cleanup"
+  dd if=/dev/urandom of=$MP0/big.bin bs=1M count=160 2>/dev/null
+  proxborg 100: --files-cache off >/tmp/killed.log 2>&1 &
+  KPID=$!
+  n=0
+  while ! zfs list -H -t snapshot -o name | grep -q '@proxborg-' && [ $n -lt 600 ]; do sleep 0.1; n=$((n + 1)); done
+  sleep 1
+  kill -9 $KPID; wait $KPID 2>/dev/null
+  left=$(zfs list -H -t all -o name | grep proxborg)
+  if [ -n "$left" ]; then pass sigkill-leaves-snapshots
+  else fail sigkill-leaves-snapshots "nothing to clean (the backup ended before the kill?): $(tail -2 /tmp/killed.log | tr '\n' ' ')"; fi
+  if proxborg cleanup >/tmp/cleanup.log 2>&1; then :; else fail cleanup "rc!=0: $(tail -2 /tmp/cleanup.log)"; fi
+  left=$(zfs list -H -t all -o name | grep proxborg; grep proxborg /proc/mounts)
+  if [ -z "$left" ] && [ -n "$(cat /tmp/cleanup.log)" ]; then pass sigkill-then-cleanup-leaves-nothing
+  else fail sigkill-then-cleanup-leaves-nothing "left: $(echo $left)"; fi
+  state=$(cat $SIMDIR/state/100)
+  if [ "$state" = RUNNING ]; then pass sigkill-container-thawed; else fail sigkill-container-thawed "state $state"; fi
+  rm -f $MP0/big.bin
+  if proxborg check >/tmp/check-sim.log 2>&1; then pass sim-repo-check; else fail sim-repo-check "$(tail -2 /tmp/check-sim.log)"; fi
+  /opt/proxborg/pve/sim down $SIMDIR 2>/tmp/sim-down.log || fail sim-down "$(tail -2 /tmp/sim-down.log)"
+}
+sim_checks
+export PROXBORG_REPO=/rpool/repo/r
+
+cp /tmp/*.log /tmp/*.json $H/ 2>/dev/null
 proxborg list > $H/archives.txt 2>&1
 
 zpool export rpool || fail pool-export "zpool export rpool failed (busy?)"

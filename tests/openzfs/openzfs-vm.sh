@@ -23,6 +23,7 @@
 # Environment overrides:
 #   WORK=/var/tmp/openzfs-vm  KVER=6.12.95+deb12-amd64  ZVER=2.3.2  SUITE=bookworm-backports
 #   MEM=2G SMP=2 DISK_SIZE=2G  ACCEL=tcg   EXTRA_BIN="/path/to/static-binary ..." (copied to /usr/local/bin)
+#   EXTRA_DIRS="hostdir:guestdir ..."  WITH_PVE_SIM=1 (bash/python3/GNU tools)  PARTS=1 (vda1..vdaN)
 #   e.g. the bookworm (non-backports) combination:
 #   KVER=6.1.0-56-amd64 ZVER=2.1.11 SUITE=bookworm WORK=/var/tmp/openzfs-vm61 ./openzfs-vm.sh all
 set -euo pipefail
@@ -37,6 +38,9 @@ SMP=${SMP:-2}
 DISK_SIZE=${DISK_SIZE:-2G}
 ACCEL=${ACCEL:-tcg}
 EXTRA_BIN=${EXTRA_BIN:-}
+EXTRA_DIRS=${EXTRA_DIRS:-}                # "HOSTDIR:GUESTDIR ..." copied into the initrd
+WITH_PVE_SIM=${WITH_PVE_SIM:-}            # non-empty: bash, python3 and GNU tools for pve/sim
+PARTS=${PARTS:-1}                         # partitions on the disk (vda1..vdaN, equal sizes)
 export DEBIAN_FRONTEND=noninteractive
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -132,6 +136,30 @@ copy_with_libs() { # copy_with_libs ROOT FILE... : copies binaries + their share
   done
 }
 
+# The simulated PVE node (pve/sim) runs in the guest as on the host: bash, python3 with the
+# standard library it uses, and GNU coreutils/sed/grep/awk in /usr/bin, which bash finds before
+# busybox's applets in /bin (PATH=/usr/local/bin:/usr/bin:...).
+add_pve_sim_runtime() {
+  local R=$1 f tools=() py
+  for f in $(dpkg -L coreutils | grep -E '^/(usr/)?bin/[^/]+$'); do
+    f=/usr/bin/${f##*/}; [ -e "$f" ] && tools+=("$f")
+  done
+  for f in sed grep mawk flock pgrep newuidmap newgidmap umount gzip cksum; do
+    [ -e "/usr/bin/$f" ] && tools+=("/usr/bin/$f")
+  done
+  copy_with_libs "$R" /bin/bash "${tools[@]}"
+  ln -sf mawk "$R/usr/bin/awk"
+  py=$(readlink -f /usr/bin/python3); py=${py##*/}
+  [ -d "/usr/lib/$py" ] || { log "no /usr/lib/$py: install Debian's python3"; exit 1; }
+  copy_with_libs "$R" "/usr/bin/$py"
+  ln -sf "$py" "$R/usr/bin/python3"
+  (cd /usr/lib && tar cf - --exclude=__pycache__ --exclude="$py/test" --exclude="$py/idlelib" \
+      --exclude="$py/tkinter" --exclude="$py/turtledemo" --exclude="$py/ensurepip" --exclude="$py/lib2to3" \
+      --exclude="$py/pydoc_data" --exclude="$py/site-packages" --exclude="$py/dist-packages" \
+      --exclude="$py/config-*" --exclude="$py/lib-dynload/_tkinter*" "$py") | tar xf - -C "$R/usr/lib"
+  copy_with_libs "$R" "/usr/lib/$py/lib-dynload/"*.so
+}
+
 do_initrd() {
   local R="$WORK/initrd-root" M
   ls "$WORK"/zfs-ko/zfs.ko* >/dev/null 2>&1 || { log "zfs.ko missing in $WORK/zfs-ko, run build"; exit 1; }
@@ -151,6 +179,9 @@ do_initrd() {
   copy_with_libs "$R" /usr/bin/env /bin/mount $zbins /usr/bin/getfacl /usr/bin/setfacl /usr/bin/getfattr /usr/bin/setfattr /usr/bin/stat /usr/bin/tar /usr/bin/touch \
       /usr/sbin/setcap /usr/sbin/getcap /usr/bin/du /usr/bin/find /usr/bin/sort /usr/bin/cmp /usr/bin/sha256sum $(command -v lxc-usernsexec || true)
   for b in $EXTRA_BIN; do cp -L "$b" "$R/usr/local/bin/"; copy_with_libs "$R" "$b"; done
+  [ -n "$WITH_PVE_SIM" ] && add_pve_sim_runtime "$R"
+  local pair
+  for pair in $EXTRA_DIRS; do mkdir -p "$R${pair#*:}"; cp -a "${pair%%:*}/." "$R${pair#*:}/"; done
   # lxc-usernsexec (pct restore's wrapper for unprivileged CTs) reads subordinate id ranges
   echo "root:100000:65536" > "$R/etc/subuid"; echo "root:100000:65536" > "$R/etc/subgid"
   # glibc dlopen()s libgcc_s for pthread_cancel (zfs send aborts without it)
@@ -241,8 +272,9 @@ do_run() {
   mkdir -p "$WORK/share"; rm -f "$WORK/share/guest-rc"
   if [ -n "${1:-}" ]; then cp "$1" "$WORK/share/guest-test.sh"; chmod +x "$WORK/share/guest-test.sh"; else rm -f "$WORK/share/guest-test.sh"; fi
   rm -f "$WORK/disk.img"; truncate -s "$DISK_SIZE" "$WORK/disk.img"
-  echo 'label: gpt
-,,' | sfdisk -q "$WORK/disk.img"     # one partition -> guest sees /dev/vda1 via devtmpfs
+  # partitions, not the whole disk: the guest sees /dev/vda1.. via devtmpfs (no udev to wait for)
+  local part_mib=$(( $(stat -c %s "$WORK/disk.img") / 1048576 / PARTS - 1 )) i
+  { echo 'label: gpt'; for i in $(seq 1 "$PARTS"); do echo ",${part_mib}M"; done; } | sfdisk -q "$WORK/disk.img"
   timeout 900 qemu-system-x86_64 -accel "$ACCEL" -cpu max -smp "$SMP" -m "$MEM" \
     -nographic -no-reboot -nodefaults -serial stdio \
     -kernel "$kernel" -initrd "$WORK/initrd.img" \
