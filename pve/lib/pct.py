@@ -5,11 +5,12 @@ every volume under a root directory, runs the exact `restore_tar_archive_command
 `lxc-usernsexec` with the default map when unprivileged), then merges ./etc/vzdump/pct.conf and
 pct.fw the way `restore_configuration_from_etc_vzdump` does and writes lxc/<vmid>.conf.
 
-One deviation, forced by zfs-fuse: zfs-fuse refuses chown from a non-root caller even inside a
-user namespace (EPERM where kernel ZFS allows it), so for an unprivileged restore the exact tar
-command extracts into a staging directory on the host filesystem and host root then copies that
-tree, owners unchanged (already shifted by the namespace), into the mounted volumes.
-zfs-fuse stores no xattrs or ACLs, so those are dropped by that copy; on real ZFS they would stay.
+One deviation, forced by zfs-fuse and taken only when a volume lives on it: zfs-fuse refuses
+chown from a non-root caller even inside a user namespace (EPERM where kernel ZFS allows it), so
+for an unprivileged restore onto zfs-fuse the exact tar command extracts into a staging directory
+on the host filesystem and host root then copies that tree, owners unchanged (already shifted by
+the namespace), into the mounted volumes. zfs-fuse stores no xattrs or ACLs anyway. On real
+OpenZFS (the tests/openzfs VM) the tar command extracts straight into the volumes, as PVE does.
 """
 import os
 import re
@@ -115,6 +116,18 @@ def allocate(node, vmid, spec, key, used, root_uid, root_gid):
     value = ",".join([f"{storeid}:{name}"] + [f"{k}={v}" for k, v in props.items()]
                      + [f"size={format_size(kib * 1024)}"])
     return value, ds, mp, props.get("mp")
+
+
+def on_fuse(path):
+    """Whether PATH lies on a FUSE filesystem (zfs-fuse mounts as fuse.zfs)."""
+    best, fstype = "", ""
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            fields = line.split()
+            mnt = fields[1].replace("\\040", " ")
+            if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best):
+                best, fstype = mnt, fields[2]
+    return fstype.startswith("fuse")
 
 
 def merge_config(conf, backup, vmid, cli_keys):
@@ -227,7 +240,7 @@ def cmd_restore(args):
             mounts.append(target)
 
         target = rootdir
-        if maps:
+        if maps and any(on_fuse(hostmp) for _, hostmp in mounted):
             staging = os.path.join(node.dir, "tmp", f"restore-{vmid}-{os.getpid()}")
             os.makedirs(staging)
             os.chmod(staging, 0o755)

@@ -205,7 +205,7 @@ sim_checks() {
   fi
   eval "$(cat /tmp/sim.env)"
   acl=$(zfs get -H -o value acltype tank/data/subvol-100-disk-0)
-  if [ "$acl" = posixacl ] && [ -x $SIMDIR/bin/pct ]; then pass sim-up; else fail sim-up "acltype=$acl"; return; fi
+  if { [ "$acl" = posix ] || [ "$acl" = posixacl ]; } && [ -x $SIMDIR/bin/pct ]; then pass sim-up; else fail sim-up "acltype=$acl"; return; fi
   export PROXBORG_REPO=/rpool/repo/sim
   proxborg init >/tmp/init-sim.log 2>&1 || { fail sim-init "$(tail -2 /tmp/init-sim.log | tr '\n' ' ')"; return; }
   mnt() { zfs get -H -o value mountpoint "tank/data/$1"; }

@@ -241,6 +241,7 @@ export PATH=/usr/local/bin:/usr/bin:/sbin:/bin:/usr/sbin
 # call the copied GNU tools by absolute path (/usr/bin/tar --sparse, /usr/bin/touch -d ...ns)
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 mkdir -p /dev/pts /dev/shm; mount -t tmpfs tmp /tmp
+ln -sf /proc/self/fd /dev/fd    # bash's process substitution (pve/sim) opens /dev/fd/N
 up() { cut -d' ' -f1 /proc/uptime; }
 echo "=== [$(up)s] init: loading modules"
 KVER=$(uname -r)
