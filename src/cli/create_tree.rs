@@ -8,7 +8,7 @@ use crate::host::interrupt::Interruptible;
 use crate::ingest::{display_path, ArchiveBuilder, IngestError};
 use crate::item::pattern::Pattern;
 use crate::item::{Item, Kind};
-use crate::pve::idmap::{translate_item, IdMap};
+use crate::pve::idmap::{translate_attrs, translate_item, IdMap};
 use crate::tree::content::{self, FileContent};
 use crate::tree::walk::{walk, Entry, WalkEvent, WalkOptions};
 use anyhow::Result;
@@ -25,6 +25,11 @@ pub struct TreeSource<'a> {
     pub one_file_system: bool,
     /// Host → container id translation (owners, ACL qualifiers, file capabilities).
     pub idmap: Option<&'a IdMap>,
+    /// The tree is seen through an id-mapping mount (fuse-overlayfs) that already shows
+    /// container-side owners: only ACL qualifiers and capabilities are translated.
+    pub owners_mapped: bool,
+    /// The snapshot beneath `root` when `root` is an id-mapping overlay (`WalkOptions::lower`).
+    pub lower: Option<&'a Path>,
 }
 
 pub fn ingest_dir(
@@ -37,6 +42,7 @@ pub fn ingest_dir(
         one_file_system: source.one_file_system,
         excludes: source.excludes.iter().map(|p| Pattern::new(p)).collect(),
         exclude_prefix: source.prefix.clone(),
+        lower: source.lower.map(Path::to_path_buf),
     };
     for event in walk(source.root, &opts)? {
         if crate::host::interrupt::interrupted() {
@@ -76,7 +82,12 @@ fn add_entry(
     } = entry;
     item.path = prefixed(&source.prefix, &item.path);
     if let Some(map) = source.idmap {
-        for w in translate_item(map, &mut item) {
+        let warnings = if source.owners_mapped {
+            translate_attrs(map, &mut item)
+        } else {
+            translate_item(map, &mut item)
+        };
+        for w in warnings {
             super::warn(format!("{}: {w:?}", display_path(&item.path)));
             builder.warn();
         }

@@ -268,12 +268,19 @@ fn as_v2(flags: u32, value: &[u8]) -> Vec<u8> {
 /// qualifiers (unmapped → 65534, as `from_kuid_munged`), and `security.capability` (see the
 /// module comment). Returns what had to be dropped, for the warnings sink.
 pub fn translate_item(map: &IdMap, item: &mut Item) -> Vec<TranslateWarning> {
+    item.uid = map.host_to_ct_or_overflow(IdKind::Uid, item.uid);
+    item.gid = map.host_to_ct_or_overflow(IdKind::Gid, item.gid);
+    translate_attrs(map, item)
+}
+
+/// The part of [`translate_item`] that fuse-overlayfs's `uidmapping` does not do: it shows
+/// owners mapped but passes ACL qualifiers and `security.capability` root ids through as they
+/// are on disk (measured with fuse-overlayfs 1.10 here), so `--idmap-via overlay` still needs this.
+pub fn translate_attrs(map: &IdMap, item: &mut Item) -> Vec<TranslateWarning> {
     let mut warnings = Vec::new();
     if map.is_identity() && !item.xattrs.iter().any(|x| x.name == CAP_XATTR) {
         return warnings;
     }
-    item.uid = map.host_to_ct_or_overflow(IdKind::Uid, item.uid);
-    item.gid = map.host_to_ct_or_overflow(IdKind::Gid, item.gid);
     let fix_acl = |acl: &mut Option<Vec<AclEntry>>| {
         for e in acl.iter_mut().flatten() {
             e.tag = match e.tag {

@@ -303,3 +303,32 @@ proptest! {
         prop_assert_eq!(v, expect);
     }
 }
+
+#[test]
+fn translate_attrs_leaves_owners_to_the_idmapped_mount() {
+    // What fuse-overlayfs shows: owners already container-side, ACLs and caps as on disk.
+    let map = IdMap::default_unprivileged();
+    let mut item = Item::new("usr/bin/ping", Kind::File);
+    item.uid = 1000;
+    item.gid = 33;
+    item.acl_access = Some(vec![AclEntry {
+        tag: AclTag::User(101_000),
+        perm: 7,
+    }]);
+    item.xattrs = vec![Xattr {
+        name: CAP_XATTR.to_vec(),
+        value: cap_v3(true, CAP_NET_RAW, 100_000),
+    }];
+    let mut full = item.clone();
+    assert!(translate_attrs(&map, &mut item).is_empty());
+    assert_eq!(
+        (item.uid, item.gid),
+        (1000, 33),
+        "owners are not mapped twice"
+    );
+    assert_eq!(item.acl_access.as_ref().unwrap()[0].tag, AclTag::User(1000));
+    assert_eq!(item.xattrs[0].value, cap_v2(true, CAP_NET_RAW));
+    translate_item(&map, &mut full);
+    assert_eq!(full.acl_access, item.acl_access);
+    assert_eq!(full.xattrs, item.xattrs);
+}

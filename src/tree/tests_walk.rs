@@ -413,3 +413,47 @@ fn hard_link_groups_name_their_first_path() {
         ]
     );
 }
+
+#[test]
+fn holes_and_root_atime_come_from_the_tree_beneath() {
+    // An id-mapping overlay shows the blocks of the file beneath but says "no holes"; the
+    // walk then asks the same path in `lower`. Here the two trees differ on purpose, so
+    // the map can only have come from `lower`.
+    let tmp = fixture::shm_tempdir();
+    let (shown, lower) = (tmp.path().join("shown"), tmp.path().join("lower"));
+    for (dir, data_at) in [(&shown, 0u64), (&lower, 1 << 20)] {
+        std::fs::create_dir_all(dir.join("d")).unwrap();
+        let f = std::fs::File::create(dir.join("d/f")).unwrap();
+        f.set_len(4 << 20).unwrap();
+        std::os::unix::fs::FileExt::write_at(&f, &[7u8; 4096], data_at).unwrap();
+    }
+    let own = |e: &[Entry]| find(e, "d/f").sparse.clone();
+    let (entries, _) = collect(&shown, &WalkOptions::default());
+    let extent = |offset| Some(vec![Extent { offset, len: 4096 }]);
+    assert_eq!(own(&entries), extent(0));
+    let opts = WalkOptions {
+        lower: Some(lower.clone()),
+        ..Default::default()
+    };
+    let t = |secs| {
+        std::fs::FileTimes::new()
+            .set_accessed(std::time::UNIX_EPOCH + std::time::Duration::new(secs, 5))
+    };
+    std::fs::File::open(&lower)
+        .unwrap()
+        .set_times(t(1_600_000_000))
+        .unwrap();
+    std::fs::File::open(&shown)
+        .unwrap()
+        .set_times(t(1_700_000_000))
+        .unwrap();
+    let (entries, warnings) = collect(&shown, &opts);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(own(&entries), extent(1 << 20));
+    let root = find(&entries, "");
+    assert_eq!(
+        (root.atime.secs, root.atime.nanos),
+        (1_600_000_000, 5),
+        "root atime from lower"
+    );
+}

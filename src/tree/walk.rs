@@ -8,7 +8,7 @@
 use super::entry::{probe, Probe, ProbeError};
 use super::{content, show};
 use crate::item::pattern::Pattern;
-use crate::item::{Item, Kind};
+use crate::item::{Item, Kind, Timestamp};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
@@ -30,6 +30,11 @@ pub struct WalkOptions {
     /// excludes are matched against `prefix/path`, as the archive will name the entry.
     /// Item paths stay relative to the walked root.
     pub exclude_prefix: Vec<u8>,
+    /// The tree beneath an id-mapping overlay (fuse-overlayfs) that is being walked. The
+    /// overlay answers SEEK_DATA as if no file had holes (measured with 1.10) and shows its
+    /// upper directory, whose atime the mount bumps, as the root: holes (by the same relative
+    /// path) and the root's atime are read from here instead.
+    pub lower: Option<PathBuf>,
 }
 
 // Entries are nearly every event; boxing them would cost an allocation per file.
@@ -106,6 +111,16 @@ pub fn walk(root: &Path, opts: &WalkOptions) -> Result<Walk, WalkError> {
             source,
         }
     })?;
+    let mut probe = probe;
+    if let Some(lower) = &opts.lower {
+        if let Ok(meta) = std::fs::metadata(lower) {
+            use std::os::unix::fs::MetadataExt;
+            probe.item.atime = Timestamp {
+                secs: meta.atime(),
+                nanos: meta.atime_nsec() as u32,
+            };
+        }
+    }
     let mut walk = Walk {
         root,
         opts: opts.clone(),
@@ -272,8 +287,14 @@ impl Walk {
         if item.size == 0 || blocks.saturating_mul(512) >= item.size {
             return;
         }
-        let result =
-            content::open_at(parent, name).and_then(|file| content::data_extents(&file, item.size));
+        let file = match &self.opts.lower {
+            Some(lower) => {
+                use std::os::unix::ffi::OsStrExt;
+                content::open_path(&lower.join(std::ffi::OsStr::from_bytes(&item.path)))
+            }
+            None => content::open_at(parent, name),
+        };
+        let result = file.and_then(|file| content::data_extents(&file, item.size));
         match result {
             Ok(map) => item.sparse = map,
             Err(e) => self.pending.push_back(WalkEvent::Warning(format!(

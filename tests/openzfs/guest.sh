@@ -267,6 +267,30 @@ sim_checks() {
   if [ "$hn" = 100000:100000 ] && [ "$nhn" = "$hn" ]; then pass pct-restore-shifted-owners
   else fail pct-restore-shifted-owners "etc/hostname $hn -> $nhn"; fi
 
+  say "proxborg 100: --idmap-via overlay (fuse-overlayfs) gives what in-process translation gives"
+  # fuse-overlayfs maps owners but not ACL qualifiers or capability root ids; the export-tar
+  # streams (everything but the synthesized ./etc/vzdump) must be byte for byte the same
+  for via in in-process overlay; do
+    proxborg 100: --idmap-via $via --files-cache off --json >/tmp/via-$via.json 2>/tmp/via-$via.log
+    a=$(sed -n 's/.*"archive": *"\([^"]*\)".*/\1/p' /tmp/via-$via.json | head -1)
+    proxborg export-tar "$a" - --exclude ./etc/vzdump 2>>/tmp/via-$via.log | sha256sum | cut -c1-64 > /tmp/via-$via.sum
+    # every member with its pax records (ACLs, xattrs, sparse maps), to show where they differ
+    proxborg export-tar "$a" - --exclude ./etc/vzdump 2>/dev/null | python3 -c 'import sys, tarfile
+for m in tarfile.open(fileobj=sys.stdin.buffer, mode="r|"):
+    print(m.name, m.uid, m.gid, oct(m.mode), m.mtime, m.size, m.type, m.linkname, sorted(m.pax_headers.items()))' > /tmp/via-$via.tv 2>&1
+    sleep 1    # archive names have one-second resolution
+  done
+  rm -rf /tmp/ov; mkdir /tmp/ov
+  proxborg extract "$a" -C /tmp/ov opt/special/etc/aclfile >/dev/null 2>&1   # $a: the overlay archive
+  ovacl=$(/usr/bin/getfacl -n -p /tmp/ov/opt/special/etc/aclfile 2>&1 | grep -E '^(user|group):[0-9]')
+  if [ "$(echo $ovacl)" = "user:1000:rwx group:1001:r-x" ]; then pass overlay-acl-qualifiers-container-side
+  else fail overlay-acl-qualifiers-container-side "got: $(echo $ovacl)"; fi
+  if [ -s /tmp/via-overlay.sum ] && cmp -s /tmp/via-in-process.sum /tmp/via-overlay.sum \
+     && grep -q 'opt/special/usr/bin/ping' /tmp/via-overlay.tv; then pass overlay-equals-in-process
+  else fail overlay-equals-in-process "streams differ ($(cat /tmp/via-in-process.sum | cut -c1-12) vs $(cat /tmp/via-overlay.sum | cut -c1-12)); $(tail -1 /tmp/via-overlay.log)"; fi
+  left=$(grep -c fuse-overlayfs /proc/mounts)
+  if [ "$left" = 0 ]; then pass overlay-unmounted; else fail overlay-unmounted "$left fuse-overlayfs mounts left"; fi
+
   say "proxborg 102: (custom lxc.idmap)"
   proxborg 102: --json >/tmp/ct102.json 2>/tmp/ct102.log; rc=$?
   A102=$(sed -n 's/.*"archive": *"\([^"]*\)".*/\1/p' /tmp/ct102.json | head -1)
@@ -300,7 +324,7 @@ sim_checks() {
 sim_checks
 export PROXBORG_REPO=/rpool/repo/r
 
-cp /tmp/*.log /tmp/*.json $H/ 2>/dev/null
+cp /tmp/*.log /tmp/*.json /tmp/via-* $H/ 2>/dev/null
 proxborg list > $H/archives.txt 2>&1
 
 zpool export rpool || fail pool-export "zpool export rpool failed (busy?)"

@@ -72,7 +72,7 @@ do_setup() {
   local noauto=0; [ -e /etc/dkms/no-autoinstall ] || { mkdir -p /etc/dkms; touch /etc/dkms/no-autoinstall; noauto=1; }
   apt-get install -y --no-install-recommends \
       qemu-system-x86/"$QSUITE" qemu-system-common/"$QSUITE" qemu-system-data/"$QSUITE" seabios/"$QSUITE" \
-      dkms busybox-static acl attr xz-utils cpio kmod fdisk \
+      dkms busybox-static acl attr xz-utils cpio kmod fdisk fuse-overlayfs fuse3 python3 \
       "$hpkg" 2>&1 | grep -vE '^W: Target|Reading database' | tail -3 || true
   [ $noauto = 1 ] && rm -f /etc/dkms/no-autoinstall
   mkdir -p "$WORK/debs"
@@ -146,6 +146,11 @@ add_pve_sim_runtime() {
   done
   for f in sed grep mawk flock pgrep newuidmap newgidmap umount gzip cksum; do
     [ -e "/usr/bin/$f" ] && tools+=("/usr/bin/$f")
+  done
+  # proxborg --idmap-via overlay (FUSE is built into Debian's kernel: /dev/fuse comes with devtmpfs)
+  for f in fuse-overlayfs fusermount3; do
+    [ -x "/usr/bin/$f" ] || { log "/usr/bin/$f missing: apt-get install fuse-overlayfs fuse3"; exit 1; }
+    tools+=("/usr/bin/$f")
   done
   copy_with_libs "$R" /bin/bash "${tools[@]}"
   ln -sf mawk "$R/usr/bin/awk"

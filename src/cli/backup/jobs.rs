@@ -346,6 +346,8 @@ fn dataset(ctx: &Ctx, job: &DatasetJob) -> Result<u64> {
             excludes: &no_excludes,
             one_file_system: true,
             idmap: None,
+            owners_mapped: false,
+            lower: None,
         },
         &mut cache,
         &ctx.progress,
@@ -439,7 +441,9 @@ fn container_files(ctx: &Ctx, job: &FilesJob, snapshot: &str) -> Result<u64> {
             vol.mountpoint.as_deref(),
             n,
         )?;
+        let mut lower = None;
         if let Some(mapping) = &overlay {
+            lower = Some(path.clone());
             let mnt = ctx.run_dir.join(format!("ovl{n}"));
             let scratch = ctx.run_dir.join(format!("ovl{n}-scratch"));
             crate::host::overlay::mount_idmapped(&path, &scratch, &mnt, mapping)?;
@@ -458,11 +462,9 @@ fn container_files(ctx: &Ctx, job: &FilesJob, snapshot: &str) -> Result<u64> {
                 prefix: vol.archive_path.as_bytes().to_vec(),
                 excludes: &ctx.excludes,
                 one_file_system: true,
-                idmap: if overlay.is_some() {
-                    None
-                } else {
-                    Some(&job.idmap)
-                },
+                idmap: Some(&job.idmap),
+                owners_mapped: overlay.is_some(),
+                lower: lower.as_deref(),
             },
             &mut cache,
             &ctx.progress,
