@@ -95,7 +95,6 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
                 excludes: &excludes,
                 one_file_system: args.one_file_system,
                 idmap: idmap.as_ref(),
-                owners_mapped: false,
                 lower: None,
             };
             let mut cache = files_cache(&repo, args.files_cache, args.files_cache_ttl);

@@ -25,10 +25,9 @@ pub struct TreeSource<'a> {
     pub one_file_system: bool,
     /// Host → container id translation (owners, ACL qualifiers, file capabilities).
     pub idmap: Option<&'a IdMap>,
-    /// The tree is seen through an id-mapping mount (fuse-overlayfs) that already shows
-    /// container-side owners: only ACL qualifiers and capabilities are translated.
-    pub owners_mapped: bool,
-    /// The snapshot beneath `root` when `root` is an id-mapping overlay (`WalkOptions::lower`).
+    /// Set when `root` is an id-mapping overlay (fuse-overlayfs) over this snapshot: the
+    /// overlay already shows container-side owners, so only ACL qualifiers and capabilities
+    /// are translated, and holes come from the snapshot (`WalkOptions::lower`).
     pub lower: Option<&'a Path>,
 }
 
@@ -82,7 +81,7 @@ fn add_entry(
     } = entry;
     item.path = prefixed(&source.prefix, &item.path);
     if let Some(map) = source.idmap {
-        let warnings = if source.owners_mapped {
+        let warnings = if source.lower.is_some() {
             translate_attrs(map, &mut item)
         } else {
             translate_item(map, &mut item)
