@@ -92,6 +92,7 @@ pub fn ingest_dir(
         exclude_prefix: source.prefix.clone(),
     };
     let walker = walk(source.root, &opts)?;
+    crate::host::memory::bound_heap_growth(builder.cutter().chunker.params.max as usize);
     let mut reads = OrderedReads::new(
         builder.cutter().clone(),
         builder.threads(),
