@@ -143,6 +143,8 @@ pub struct OrderedReads<T> {
     max_entries: usize,
     max_bytes: u64,
     jobs: Option<Sender<Job>>,
+    /// To drop the jobs not started yet when the caller gives up (an error, an interrupt).
+    queued: Receiver<Job>,
     workers: Vec<JoinHandle<()>>,
 }
 
@@ -167,6 +169,7 @@ impl<T> OrderedReads<T> {
             max_entries: max_entries.max(1),
             max_bytes,
             jobs: Some(jobs),
+            queued: rx,
             workers,
         }
     }
@@ -223,6 +226,7 @@ impl<T> Drop for OrderedReads<T> {
     fn drop(&mut self) {
         self.slots.clear();
         self.jobs = None;
+        while self.queued.try_recv().is_ok() {}
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
