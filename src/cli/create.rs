@@ -72,12 +72,7 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     let mut files_cache_to_save = None;
     if args.source.as_os_str() == "-" {
         metadata.insert("kind".into(), "stream".into());
-        ingest_stream(
-            &mut builder,
-            &args.stdin_name,
-            std::io::stdin().lock(),
-            None,
-        )?;
+        ingest_stream(&mut builder, &args.stdin_name, std::io::stdin(), None)?;
     } else {
         let meta = std::fs::metadata(&args.source)
             .with_context(|| format!("source {}", args.source.display()))?;
@@ -195,7 +190,7 @@ pub(super) fn files_cache(
 pub(super) fn ingest_stream(
     builder: &mut ArchiveBuilder,
     name: &str,
-    mut reader: impl std::io::Read,
+    mut reader: impl std::io::Read + Send,
     meta: Option<&std::fs::Metadata>,
 ) -> Result<()> {
     builder.add(stream_item(name, meta), Some(&mut reader), false)?;

@@ -22,8 +22,8 @@
 
 use super::backend::Backend;
 use super::error::{RepoError, Result};
+use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -99,7 +99,9 @@ fn now() -> i64 {
 pub struct Lock {
     backend: Arc<dyn Backend>,
     key: String,
-    stop: Arc<AtomicBool>,
+    /// Dropping it wakes the refresher at once (a polling sleep made every command wait up
+    /// to 250 ms for it on exit).
+    stop: Option<Sender<()>>,
     refresher: Option<JoinHandle<()>>,
 }
 
@@ -157,26 +159,21 @@ impl Lock {
     }
 
     fn held(backend: Arc<dyn Backend>, key: String, info: LockInfo) -> Lock {
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = bounded::<()>(0);
         let refresher = {
-            let (backend, key, stop) = (backend.clone(), key.clone(), stop.clone());
+            let (backend, key) = (backend.clone(), key.clone());
             std::thread::spawn(move || {
                 let mut info = info;
-                let mut last = Instant::now();
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(250));
-                    if last.elapsed() >= REFRESH_EVERY {
-                        info.refreshed = now();
-                        let _ = write_info(backend.as_ref(), &key, &info);
-                        last = Instant::now();
-                    }
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(REFRESH_EVERY) {
+                    info.refreshed = now();
+                    let _ = write_info(backend.as_ref(), &key, &info);
                 }
             })
         };
         Lock {
             backend,
             key,
-            stop,
+            stop: Some(stop),
             refresher: Some(refresher),
         }
     }
@@ -184,7 +181,7 @@ impl Lock {
 
 impl Drop for Lock {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop = None;
         if let Some(r) = self.refresher.take() {
             let _ = r.join();
         }

@@ -107,6 +107,12 @@ impl BlobWriter {
     /// Stores a blob unless the repository or this session already has it.
     pub fn put(&mut self, kind: BlobKind, data: Vec<u8>) -> Result<ChunkRef> {
         let id = self.crypto.blob_id(&data);
+        self.put_hashed(kind, id, data)
+    }
+
+    /// `put` for a blob whose id the caller computed (with this repository's `blob_id`, on
+    /// another thread): the dedup decision stays here, in one place, in put order.
+    pub fn put_hashed(&mut self, kind: BlobKind, id: ChunkId, data: Vec<u8>) -> Result<ChunkRef> {
         let len = u32::try_from(data.len())
             .map_err(|_| RepoError::Invalid("blob larger than 4 GiB".into()))?;
         self.stats.blobs += 1;

@@ -20,21 +20,24 @@ pub(crate) fn unsupported(e: Errno) -> bool {
 /// All names, unsorted. A filesystem without xattr support has none.
 pub(crate) fn list(fd: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
     let path = proc_path(fd);
-    let mut buf = Vec::new();
+    // Most entries have no xattrs or a few short names: ask with a small buffer first and
+    // query the size only when it is too small (one path lookup per entry instead of two).
+    let mut buf = vec![0u8; 256];
     loop {
-        let size = match rustix::fs::listxattr_query(path.as_str()) {
-            Ok(n) => n,
-            Err(e) if unsupported(e) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        };
-        buf.resize(size.max(1), 0);
         match rustix::fs::listxattr(path.as_str(), &mut buf[..]) {
             Ok(n) => {
                 buf.truncate(n);
                 break;
             }
-            // Grew between the two calls: ask again.
-            Err(Errno::RANGE) => continue,
+            Err(Errno::RANGE) => {
+                let size = match rustix::fs::listxattr_query(path.as_str()) {
+                    Ok(n) => n,
+                    Err(e) if unsupported(e) => return Ok(Vec::new()),
+                    Err(e) => return Err(e.into()),
+                };
+                // The list may grow again before the next call: the loop then asks again.
+                buf.resize(size.max(buf.len() * 2), 0);
+            }
             Err(e) if unsupported(e) => return Ok(Vec::new()),
             Err(e) => return Err(e.into()),
         }
@@ -84,5 +87,31 @@ pub(crate) fn remove(fd: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
         Ok(()) | Err(Errno::NODATA) => Ok(()),
         Err(e) if unsupported(e) => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::fd::AsFd;
+    use rustix::fs::{Mode, OFlags};
+
+    #[test]
+    fn lists_names_longer_than_the_first_buffer() {
+        let tmp = crate::tree::fixture::shm_tempdir();
+        let file = tmp.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        let fd = rustix::fs::open(&file, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).unwrap();
+        assert!(list(fd.as_fd()).unwrap().is_empty());
+        let mut want: Vec<Vec<u8>> = (0..40)
+            .map(|i| format!("user.a-rather-long-attribute-name-{i:03}").into_bytes())
+            .collect();
+        for name in &want {
+            set(fd.as_fd(), name, b"v").unwrap();
+        }
+        let mut got = list(fd.as_fd()).unwrap();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want);
     }
 }

@@ -6,14 +6,20 @@
 //! get their group's), writes the item stream and, last, the archive file. It knows nothing
 //! about where items come from and never touches the filesystem itself.
 
+pub mod pieces;
+pub mod readers;
+
 use crate::item::stream::ItemStreamWriter;
 use crate::item::{ChunkRef, Item, Kind};
-use crate::repo::chunker::Chunker;
 use crate::repo::{
     ArchiveStats, BlobKind, BlobWriter, Compression, Manifest, ObjectId, RepoError, Repository,
 };
+use pieces::{Cutter, Piece, PieceError};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
+
+/// Chunks of a long stream waiting between its cutter and the archive writer.
+const STREAM_AHEAD: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -38,7 +44,9 @@ struct LinkGroup {
 pub struct ArchiveBuilder<'r> {
     repo: &'r Repository,
     writer: BlobWriter,
-    content_chunker: Chunker,
+    cutter: Cutter,
+    /// Threads that hash a long stream's chunks (and read files, see `readers`).
+    threads: usize,
     stream: ItemStreamWriter,
     link_groups: HashMap<Vec<u8>, LinkGroup>,
     stats: ArchiveStats,
@@ -50,7 +58,10 @@ impl<'r> ArchiveBuilder<'r> {
         ArchiveBuilder {
             repo,
             writer: repo.writer(compression),
-            content_chunker: repo.content_chunker(),
+            cutter: Cutter::new(repo.content_chunker(), repo.crypto().clone()),
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
             stream: ItemStreamWriter::new(repo.metadata_chunker()),
             link_groups: HashMap::new(),
             stats: ArchiveStats::default(),
@@ -66,23 +77,67 @@ impl<'r> ArchiveBuilder<'r> {
     /// item as stored (chunks filled in).
     pub fn add(
         &mut self,
-        mut item: Item,
-        content: Option<&mut dyn Read>,
+        item: Item,
+        content: Option<&mut (dyn Read + Send)>,
         linked: bool,
+    ) -> Result<Item, IngestError> {
+        self.add_with(item, linked, |b, hint| {
+            let mut empty = std::io::empty();
+            let source: &mut (dyn Read + Send) = match content {
+                Some(c) => c,
+                None => &mut empty,
+            };
+            let (cutter, threads) = (b.cutter.clone(), b.threads);
+            let mut chunks = Vec::new();
+            let total = cutter
+                .each_piece_parallel(source, hint, threads, STREAM_AHEAD, &mut |p| {
+                    chunks.push(b.put_piece(p)?);
+                    Ok(())
+                })
+                .map_err(from_piece_error)?;
+            Ok((chunks, total))
+        })
+    }
+
+    /// Adds a file whose content was already cut and hashed (on a reader thread): `pieces`
+    /// yields them in order. Same rules as `add`.
+    pub fn add_pieces(
+        &mut self,
+        item: Item,
+        pieces: &mut dyn Iterator<Item = std::io::Result<Piece>>,
+        linked: bool,
+    ) -> Result<Item, IngestError> {
+        self.add_with(item, linked, |b, _| {
+            let mut chunks = Vec::new();
+            let mut total = 0u64;
+            for p in pieces {
+                let p = p.map_err(|source| IngestError::Read {
+                    path: String::new(),
+                    source,
+                })?;
+                total += p.data.len() as u64;
+                chunks.push(b.put_piece(p)?);
+            }
+            Ok((chunks, total))
+        })
+    }
+
+    /// The part of `add` shared by every content source: `store` gets the size hint and
+    /// returns the chunk list and the number of bytes read.
+    fn add_with(
+        &mut self,
+        mut item: Item,
+        linked: bool,
+        store: impl FnOnce(&mut Self, Option<u64>) -> Result<(Vec<ChunkRef>, u64), IngestError>,
     ) -> Result<Item, IngestError> {
         match &item.kind {
             Kind::File => {
-                let mut empty = std::io::empty();
-                let source: &mut dyn Read = match content {
-                    Some(c) => c,
-                    None => &mut empty,
-                };
                 let hint = item
                     .sparse
                     .is_some()
                     .then(|| item.stored_len())
                     .or((item.size > 0).then_some(item.size));
-                let (chunks, total) = self.store_content(source, hint).map_err(|e| match e {
+                let (chunks, total) = store(self, hint).map_err(|e| match e {
                     IngestError::Read { source, .. } => IngestError::Read {
                         path: display_path(&item.path),
                         source,
@@ -148,6 +203,21 @@ impl<'r> ArchiveBuilder<'r> {
         );
     }
 
+    /// How this archive cuts and names content, for reader threads.
+    pub fn cutter(&self) -> &Cutter {
+        &self.cutter
+    }
+
+    /// Worker threads to use for reading and hashing (the machine's cores).
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// Overrides `threads` (tests compare one thread against many).
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads.max(1);
+    }
+
     /// Are all these blobs in the repository (so a cached chunk list can be reused)?
     pub fn has_blobs(&self, chunks: &[ChunkRef]) -> bool {
         let index = self.repo.index();
@@ -176,64 +246,8 @@ impl<'r> ArchiveBuilder<'r> {
         Ok(())
     }
 
-    /// Chunks and stores a file's content. Files that fit in one maximal chunk (most of a
-    /// system tree) are read into one buffer (sized by `size_hint`) and cut in memory: the streaming
-    /// chunker allocates and zeroes a buffer of the maximal chunk size per stream, which
-    /// profiling showed costing 13% of a /usr backup.
-    fn store_content(
-        &mut self,
-        source: &mut dyn Read,
-        size_hint: Option<u64>,
-    ) -> Result<(Vec<ChunkRef>, u64), IngestError> {
-        let read_err = |source| IngestError::Read {
-            path: String::new(),
-            source,
-        };
-        let max = self.content_chunker.params.max as u64;
-        {
-            let capacity = size_hint.unwrap_or(64 << 10).min(max + 1);
-            let mut buf = Vec::with_capacity(capacity as usize);
-            source
-                .take(max + 1)
-                .read_to_end(&mut buf)
-                .map_err(read_err)?;
-            if buf.len() as u64 <= max {
-                let total = buf.len() as u64;
-                let mut chunks = Vec::new();
-                let cuts = self.content_chunker.cuts(&buf);
-                if cuts.len() == 1 {
-                    chunks.push(self.put_data(buf)?);
-                } else {
-                    let mut start = 0;
-                    for end in cuts {
-                        chunks.push(self.put_data(buf[start..end].to_vec())?);
-                        start = end;
-                    }
-                }
-                return Ok((chunks, total));
-            }
-            // Longer than one chunk: chunk what was read and the rest as one stream.
-            let mut rest = std::io::Cursor::new(buf).chain(source);
-            self.store_stream(&mut rest)
-        }
-    }
-
-    fn store_stream(&mut self, source: &mut dyn Read) -> Result<(Vec<ChunkRef>, u64), IngestError> {
-        let mut chunks = Vec::new();
-        let mut total = 0u64;
-        for chunk in self.content_chunker.stream(source) {
-            let data = chunk.map_err(|source| IngestError::Read {
-                path: String::new(),
-                source,
-            })?;
-            total += data.len() as u64;
-            chunks.push(self.put_data(data)?);
-        }
-        Ok((chunks, total))
-    }
-
-    fn put_data(&mut self, data: Vec<u8>) -> Result<ChunkRef, IngestError> {
-        let r = self.writer.put(BlobKind::Data, data)?;
+    fn put_piece(&mut self, p: Piece) -> Result<ChunkRef, IngestError> {
+        let r = self.writer.put_hashed(BlobKind::Data, p.id, p.data)?;
         self.stats.chunks += 1;
         if self.writer.is_new(&r.id) {
             self.stats.new_chunks += 1;
@@ -268,6 +282,16 @@ impl<'r> ArchiveBuilder<'r> {
         };
         let id = self.repo.write_archive(&manifest)?;
         Ok((id, manifest))
+    }
+}
+
+fn from_piece_error(e: PieceError<IngestError>) -> IngestError {
+    match e {
+        PieceError::Read(source) => IngestError::Read {
+            path: String::new(),
+            source,
+        },
+        PieceError::Emit(e) => e,
     }
 }
 
