@@ -476,6 +476,7 @@ mod tests {
                 excludes: &[],
                 one_file_system: false,
                 idmap: None,
+                lower: None,
             };
             let mut cache = FilesCache::disabled();
             ingest_dir(&mut builder, &tree, &mut cache, &Progress::new(false)).unwrap();
