@@ -365,3 +365,48 @@ fn an_unchanged_image_file_is_not_read_again() {
     s.ok(&["create", "c", img_s]);
     assert!(s.ok(&["extract", "c", "--stdout"]).stdout == std::fs::read(&img).unwrap());
 }
+
+/// A sparse disk image as the source: only its data is read, the archive keeps its holes
+/// (also when the files cache answers), and extract gives the same bytes with the holes.
+#[test]
+fn a_sparse_image_file_keeps_its_holes() {
+    let s = Scratch::new();
+    s.init("none");
+    let img = s.path("thin.raw");
+    let f = std::fs::File::create(&img).unwrap();
+    f.set_len(64 << 20).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(&noise(1 << 20, 3), 0).unwrap();
+    f.write_all_at(&noise(4096, 4), 40 << 20).unwrap();
+    drop(f);
+    assert!(
+        blocks(&img) * 512 < 4 << 20,
+        "the scratch dir must support holes"
+    );
+    let img_s = img.to_str().unwrap();
+    for name in ["a", "b"] {
+        // b: unchanged, so the files cache answers and must carry the sparse map too
+        s.ok(&["create", name, img_s]);
+        let listing = String::from_utf8(s.ok(&["list", name, "--json"]).stdout).unwrap();
+        let entry: serde_json::Value =
+            serde_json::from_str(listing.lines().next().unwrap()).unwrap();
+        assert_eq!(entry["sparse"], true, "{name}: {listing}");
+        assert_eq!(entry["size"], 64 << 20);
+        let dest = s.path(&format!("out-{name}"));
+        std::fs::create_dir(&dest).unwrap();
+        s.ok(&["extract", name, "-C", dest.to_str().unwrap()]);
+        let restored = dest.join("thin.raw");
+        assert!(std::fs::read(&restored).unwrap() == std::fs::read(&img).unwrap());
+        assert!(
+            blocks(&restored) * 512 < 4 << 20,
+            "{name}: holes filled on extract"
+        );
+    }
+    let info: serde_json::Value =
+        serde_json::from_slice(&s.ok(&["info", "a", "--json"]).stdout).unwrap();
+    let read = info["original_size"].as_u64().unwrap();
+    assert!(
+        read < 2 << 20,
+        "read {read} bytes of a 64 MiB image with 1 MiB of data"
+    );
+}

@@ -3,12 +3,14 @@
 //! `-` (stdin, one entry named by `--stdin-name`).
 
 use super::progress::Progress;
-use super::{access, create_tree, Global, Outcome};
+use super::{access, create_tree, warn, Global, Outcome};
 use crate::files_cache::{FilesCache, Mode as FilesCacheMode};
+use crate::host::interrupt::Interruptible;
 use crate::ingest::ArchiveBuilder;
 use crate::item::{Item, Kind, Timestamp};
 use crate::pve::idmap::{IdMap, IdMapEntry};
 use crate::repo::{Compression, Manifest, ObjectId};
+use crate::tree::content::{self, FileContent};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -102,7 +104,7 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "file".into());
-            let mut file = std::fs::File::open(&source)
+            let file = std::fs::File::open(&source)
                 .with_context(|| format!("source {}", source.display()))?;
             if ft.is_file() {
                 // A disk image or dump file: the files cache skips it when unchanged. A block
@@ -111,14 +113,30 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
                 let key = FilesCache::key(&source.to_string_lossy(), b"");
                 let mut item = stream_item(&name, Some(&meta));
                 item.size = meta.len();
+                // A raw disk image on a thin filesystem is mostly holes: read only its data
+                // and keep the holes, as for the files of a tree.
+                if meta.blocks().saturating_mul(512) < meta.len() {
+                    item.sparse = content::data_extents(&file, meta.len())
+                        .with_context(|| format!("source {}: sparse map", source.display()))?;
+                }
                 match cache.lookup(&key, &item, meta.ino()) {
                     Some(hit) if builder.has_blobs(&hit.chunks) => {
                         item.chunks = hit.chunks;
+                        item.sparse = hit.sparse;
                         builder.add_known(item, false)?;
                     }
                     _ => {
-                        let stored = builder.add(item, Some(&mut file), false)?;
-                        cache.remember(key, &stored, meta.ino());
+                        let mut data = Interruptible(FileContent::new(file, &item));
+                        let stored = builder.add(item, Some(&mut data), false)?;
+                        if data.0.changed() {
+                            warn(format!(
+                                "{}: changed while it was read; the archive holds what was read",
+                                source.display()
+                            ));
+                            builder.warn();
+                        } else {
+                            cache.remember(key, &stored, meta.ino());
+                        }
                     }
                 }
                 files_cache_to_save = Some(cache);
