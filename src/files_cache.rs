@@ -14,11 +14,13 @@
 
 use crate::item::{ChunkRef, Extent, Item, Timestamp};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 4] = b"PXFC";
-const VERSION: u8 = 2;
+/// 3: records carry the sparse map of files with holes (2 did not cache such files).
+const VERSION: u8 = 3;
 
 /// Which metadata must match for a hit (borg's `--files-cache` modes).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -65,6 +67,9 @@ struct Meta {
 struct Table {
     metas: Vec<Meta>,
     chunks: Vec<ChunkRef>,
+    /// Sparse maps of the few files with holes, by key (a field in every `Meta` would cost
+    /// the million ordinary files of a large tree more than the maps do).
+    sparse: HashMap<Key, Vec<Extent>>,
 }
 
 impl Table {
@@ -72,7 +77,14 @@ impl Table {
         &self.chunks[m.start as usize..(m.start + m.count) as usize]
     }
 
-    fn push(&mut self, mut m: Meta, chunks: &[ChunkRef]) {
+    fn sparse_of(&self, m: &Meta) -> Option<&[Extent]> {
+        self.sparse.get(&m.key).map(Vec::as_slice)
+    }
+
+    fn push(&mut self, mut m: Meta, chunks: &[ChunkRef], sparse: Option<&[Extent]>) {
+        if let Some(map) = sparse {
+            self.sparse.insert(m.key, map.to_vec());
+        }
         m.start = self.chunks.len() as u32;
         m.count = chunks.len() as u32;
         self.chunks.extend_from_slice(chunks);
@@ -90,6 +102,7 @@ struct RecordOut<'a> {
     ctime: i64,
     age: u32,
     chunks: &'a [ChunkRef],
+    sparse: Option<&'a [Extent]>,
 }
 
 #[derive(Deserialize)]
@@ -101,6 +114,7 @@ struct RecordIn {
     ctime: i64,
     age: u32,
     chunks: Vec<ChunkRef>,
+    sparse: Option<Vec<Extent>>,
 }
 
 pub type Key = [u8; 16];
@@ -170,12 +184,9 @@ impl FilesCache {
         k
     }
 
-    /// The stored chunks of an unchanged file, if the cache knows it. Files with holes are
-    /// never cached (rare, and their map would cost every entry a field).
+    /// The stored chunks of an unchanged file, if the cache knows it. A file with holes hits
+    /// only if its map (as the walk just read it) is the one remembered.
     pub fn lookup(&mut self, key: &Key, item: &Item, ino: u64) -> Option<Hit> {
-        if item.sparse.is_some() {
-            return None;
-        }
         let mode = self.mode;
         let i = self.old.metas.binary_search_by(|m| m.key.cmp(key)).ok()?;
         let e = &mut self.old.metas[i];
@@ -188,18 +199,23 @@ impl FilesCache {
         if !same {
             return None;
         }
-        e.age = 0;
         let e = *e;
-        Some(Hit {
+        let sparse = self.old.sparse_of(&e);
+        if sparse != item.sparse.as_deref() {
+            return None;
+        }
+        let hit = Hit {
             chunks: self.old.chunks_of(&e).to_vec(),
-            sparse: None,
-        })
+            sparse: sparse.map(<[Extent]>::to_vec),
+        };
+        self.old.metas[i].age = 0;
+        Some(hit)
     }
 
     /// Remembers a file just stored (with its chunks filled in).
     pub fn remember(&mut self, key: Key, item: &Item, ino: u64) {
         let too_fresh = item.mtime >= self.fresh_after || item.ctime >= self.fresh_after;
-        if self.mode == Mode::Off || too_fresh || item.sparse.is_some() {
+        if self.mode == Mode::Off || too_fresh {
             // Whatever the cache knew about this path is out of date now.
             if let Ok(i) = self.old.metas.binary_search_by(|m| m.key.cmp(&key)) {
                 self.old.metas[i].age = u32::MAX;
@@ -219,7 +235,7 @@ impl FilesCache {
             start: 0,
             count: 0,
         };
-        self.fresh.push(meta, &item.chunks);
+        self.fresh.push(meta, &item.chunks, item.sparse.as_deref());
     }
 
     pub fn len(&self) -> usize {
@@ -284,6 +300,7 @@ impl FilesCache {
                 ctime: m.ctime,
                 age: m.age,
                 chunks: table.chunks_of(m),
+                sparse: table.sparse_of(m),
             };
             buf.clear();
             let body = postcard::to_allocvec(&rec).map_err(std::io::Error::other)?;
@@ -375,7 +392,7 @@ fn read_table(path: &Path) -> Option<Table> {
             start: 0,
             count: 0,
         };
-        table.push(meta, &rec.chunks);
+        table.push(meta, &rec.chunks, rec.sparse.as_deref());
     }
     let mut sum = [0u8; 32];
     r.read_exact(&mut sum).ok()?;
@@ -464,6 +481,42 @@ mod tests {
             m.lookup(&k, &file(500, 10), 43).is_some(),
             "mtime,size ignores inodes"
         );
+    }
+
+    #[test]
+    fn files_with_holes_hit_with_their_map_and_miss_with_another() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("files");
+        let start = Timestamp {
+            secs: 1000,
+            nanos: 0,
+        };
+        let map = |offset| Some(vec![Extent { offset, len: 10 }]);
+        let mut sparse = file(500, 1 << 20);
+        sparse.sparse = map(4096);
+        let (k, plain) = (
+            FilesCache::key("src", b"a/b"),
+            FilesCache::key("src", b"a/c"),
+        );
+        let mut c = FilesCache::load(path.clone(), Mode::CtimeSizeInode, 20, start);
+        c.remember(k, &sparse, 42);
+        c.remember(plain, &file(500, 10), 43);
+        c.save().unwrap();
+        let mut c = FilesCache::load(path, Mode::CtimeSizeInode, 20, start);
+        let hit = c
+            .lookup(&k, &sparse, 42)
+            .expect("unchanged sparse file hits");
+        assert_eq!((hit.sparse, hit.chunks), (map(4096), sparse.chunks.clone()));
+        let mut moved = sparse.clone();
+        moved.sparse = map(8192);
+        assert!(c.lookup(&k, &moved, 42).is_none(), "another map hit");
+        let mut dense = sparse.clone();
+        dense.sparse = None;
+        assert!(c.lookup(&k, &dense, 42).is_none(), "a filled file hit");
+        let hit = c
+            .lookup(&plain, &file(500, 10), 43)
+            .expect("plain file hits");
+        assert_eq!(hit.sparse, None);
     }
 
     #[test]
