@@ -201,6 +201,7 @@ impl Restorer {
             .map_or(self.root.as_fd(), |(_, fd)| fd.as_fd());
         let kept = clear(parent, name, item.is_dir(), &shown)?;
         let mode = Mode::from_raw_mode(0o600);
+        let mut written = None;
         match &item.kind {
             Kind::Dir => {
                 if !kept {
@@ -210,13 +211,13 @@ impl Restorer {
                 self.dirs.push(item.clone());
                 return Ok(());
             }
-            Kind::File => self.create_file(parent, name, item, content, &shown)?,
+            Kind::File => written = Some(self.create_file(parent, name, item, content, &shown)?),
             Kind::Hardlink { target } => {
                 // A further name of an inode already restored needs no metadata of its own.
                 if self.link(parent, name, target, &shown)? {
                     return Ok(());
                 }
-                self.create_file(parent, name, item, content, &shown)?
+                written = Some(self.create_file(parent, name, item, content, &shown)?)
             }
             Kind::Symlink { target } => rustix::fs::symlinkat(target.as_slice(), parent, *name)
                 .map_err(io_err(&shown, "create symlink"))?,
@@ -233,7 +234,16 @@ impl Restorer {
             Kind::Fifo => rustix::fs::mknodat(parent, *name, FileType::Fifo, mode, 0)
                 .map_err(io_err(&shown, "create fifo"))?,
         }
-        apply(parent, name, item, self.as_root, &shown, &mut self.warnings)
+        let open = written.as_ref().map(AsFd::as_fd);
+        apply(
+            parent,
+            name,
+            open,
+            item,
+            self.as_root,
+            &shown,
+            &mut self.warnings,
+        )
     }
 
     fn create_file(
@@ -243,13 +253,14 @@ impl Restorer {
         item: &Item,
         content: &mut dyn io::Read,
         shown: &str,
-    ) -> Result<(), RestoreError> {
+    ) -> Result<File, RestoreError> {
         let flags =
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let fd = rustix::fs::openat(parent, name, flags, Mode::from_raw_mode(0o600))
             .map_err(io_err(shown, "create file"))?;
         let file = File::from(fd);
-        write_content(&file, item, content, self.opts.sparse, shown)
+        write_content(&file, item, content, self.opts.sparse, shown)?;
+        Ok(file)
     }
 
     /// Links `name` to the already restored `target`; `Ok(false)` when the target is missing.
@@ -315,7 +326,15 @@ impl Restorer {
         let warnings = &mut self.warnings;
         let comps = components(&item.path).unwrap_or_default();
         let Some((name, dirs)) = comps.split_last() else {
-            return apply(self.root.as_fd(), b".", item, self.as_root, shown, warnings);
+            return apply(
+                self.root.as_fd(),
+                b".",
+                None,
+                item,
+                self.as_root,
+                shown,
+                warnings,
+            );
         };
         let mut base: Option<OwnedFd> = None;
         for comp in dirs {
@@ -326,6 +345,6 @@ impl Restorer {
         // Refuse a directory that a later item replaced with a symlink.
         let dir = open_dir(at, name).map_err(io_err(shown, "reopen directory"))?;
         drop(dir);
-        apply(at, name, item, self.as_root, shown, warnings)
+        apply(at, name, None, item, self.as_root, shown, warnings)
     }
 }
