@@ -261,6 +261,8 @@ sim_checks() {
   compare pct-restore $ROOT/opt/special $NROOT/opt/special
   rm -f $A $B $NROOT/root/lockstep.a $NMP0/lockstep.b
   manifest $MP0 > /tmp/m0.src; manifest $NMP0 > /tmp/m0.dst
+  # the rm of lockstep.b just set both roots' mtimes to two slightly different "now"s
+  sed -i '1s/^\(\. directory [0-7]* [0-9:]*\) .*/\1 (root mtime not compared)/' /tmp/m0.src /tmp/m0.dst
   if [ -s /tmp/m0.src ] && cmp -s /tmp/m0.src /tmp/m0.dst; then pass pct-restore-mp0
   else fail pct-restore-mp0 "$(diff /tmp/m0.src /tmp/m0.dst | grep '^[-+][^-+]' | head -4 | tr '\n' '|')"; fi
   hn=$(/usr/bin/stat -c %u:%g $ROOT/etc/hostname) nhn=$(/usr/bin/stat -c %u:%g $NROOT/etc/hostname)
