@@ -182,15 +182,7 @@ mod tests {
     }
 
     fn pseudo_random(n: usize) -> Vec<u8> {
-        let mut x: u64 = 0x9E3779B97F4A7C15;
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
+        crate::ingest::pieces::tests::noise(n, 1)
     }
 
     #[test]
