@@ -119,24 +119,21 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
                     item.sparse = content::data_extents(&file, meta.len())
                         .with_context(|| format!("source {}: sparse map", source.display()))?;
                 }
-                match cache.lookup(&key, &item, meta.ino()) {
-                    Some(hit) if builder.has_blobs(&hit.chunks) => {
-                        item.chunks = hit.chunks;
-                        item.sparse = hit.sparse;
-                        builder.add_known(item, false)?;
-                    }
-                    _ => {
-                        let mut data = Interruptible(FileContent::new(file, &item));
-                        let stored = builder.add(item, Some(&mut data), false)?;
-                        if data.0.changed() {
-                            warn(format!(
-                                "{}: changed while it was read; the archive holds what was read",
-                                source.display()
-                            ));
-                            builder.warn();
-                        } else {
-                            cache.remember(key, &stored, meta.ino());
-                        }
+                // A read error is fatal here (unlike in a tree): the archive would be empty.
+                if create_tree::reuse_cached(&builder, &mut cache, &key, &mut item, meta.ino()) {
+                    builder.add_known(item, false)?;
+                } else {
+                    let mut data = Interruptible(FileContent::new(file, &item));
+                    let stored = builder.add(item, Some(&mut data), false)?;
+                    if data.0.changed() {
+                        // the same words as for a file of a tree
+                        warn(format!(
+                            "{}: changed while it was read; stored as read",
+                            source.display()
+                        ));
+                        builder.warn();
+                    } else {
+                        cache.remember(key, &stored, meta.ino());
                     }
                 }
                 files_cache_to_save = Some(cache);

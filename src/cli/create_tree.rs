@@ -206,13 +206,9 @@ fn queue_file(
 ) {
     // Only regular files need a cache key; the hash is skipped for everything else.
     let key = FilesCache::key(source_id, &item.path);
-    if let Some(hit) = cache.lookup(&key, &item, ino) {
-        if builder.has_blobs(&hit.chunks) {
-            item.chunks = hit.chunks;
-            item.sparse = hit.sparse;
-            reads.push(Queued::Known { item, linked }, None);
-            return;
-        }
+    if reuse_cached(builder, cache, &key, &mut item, ino) {
+        reads.push(Queued::Known { item, linked }, None);
+        return;
     }
     // What the reader needs of the item: which ranges to read and what to compare after.
     let mut shape = Item::new(Vec::new(), Kind::File);
@@ -234,6 +230,25 @@ fn queue_file(
         },
         Some((open, Some(stored), stored.min(longest))),
     );
+}
+
+/// Fills `item`'s chunks (and sparse map) from the files cache when the file is unchanged
+/// and its blobs are all still in the repository; `false` means it must be read.
+pub(super) fn reuse_cached(
+    builder: &ArchiveBuilder,
+    cache: &mut FilesCache,
+    key: &Key,
+    item: &mut Item,
+    ino: u64,
+) -> bool {
+    match cache.lookup(key, item, ino) {
+        Some(hit) if builder.has_blobs(&hit.chunks) => {
+            item.chunks = hit.chunks;
+            item.sparse = hit.sparse;
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Adds one queued entry to the archive, in walk order.
@@ -354,13 +369,9 @@ fn add_file_now(
     ino: u64,
 ) -> Result<()> {
     let key = FilesCache::key(source_id, &item.path);
-    if let Some(hit) = cache.lookup(&key, &item, ino) {
-        if builder.has_blobs(&hit.chunks) {
-            item.chunks = hit.chunks;
-            item.sparse = hit.sparse;
-            builder.add_known(item, true)?;
-            return Ok(());
-        }
+    if reuse_cached(builder, cache, &key, &mut item, ino) {
+        builder.add_known(item, true)?;
+        return Ok(());
     }
     let path = display_path(&item.path);
     let file = match content::open_path(fs_path) {
