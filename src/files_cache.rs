@@ -435,6 +435,12 @@ mod tests {
     use crate::item::Kind;
     use crate::repo::ChunkId;
 
+    /// The backup start of every test run: files with mtimes up to 998 are cacheable.
+    const START: Timestamp = Timestamp {
+        secs: 1000,
+        nanos: 0,
+    };
+
     fn file(mtime: i64, size: u64) -> Item {
         let mut i = Item::new(b"a/b".to_vec(), Kind::File);
         i.mtime = Timestamp {
@@ -454,10 +460,7 @@ mod tests {
     fn hits_survive_a_save_and_reload_and_changes_miss() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("files");
-        let start = Timestamp {
-            secs: 1000,
-            nanos: 0,
-        };
+        let start = START;
         let mut c = FilesCache::load(path.clone(), Mode::CtimeSizeInode, 20, start);
         let k = FilesCache::key("src", b"a/b");
         c.remember(k, &file(500, 10), 42);
@@ -487,10 +490,7 @@ mod tests {
     fn files_with_holes_hit_with_their_map_and_miss_with_another() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("files");
-        let start = Timestamp {
-            secs: 1000,
-            nanos: 0,
-        };
+        let start = START;
         let map = |offset| Some(vec![Extent { offset, len: 10 }]);
         let mut sparse = file(500, 1 << 20);
         sparse.sparse = map(4096);
@@ -522,10 +522,7 @@ mod tests {
     #[test]
     fn too_fresh_files_are_not_remembered() {
         let d = tempfile::tempdir().unwrap();
-        let start = Timestamp {
-            secs: 1000,
-            nanos: 0,
-        };
+        let start = START;
         let mut c = FilesCache::load(d.path().join("f"), Mode::CtimeSizeInode, 20, start);
         c.remember(FilesCache::key("s", b"x"), &file(999, 1), 1);
         c.remember(FilesCache::key("s", b"y"), &file(998, 1), 1);
@@ -536,10 +533,7 @@ mod tests {
     fn entries_expire_after_ttl_runs_unseen() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("f");
-        let start = Timestamp {
-            secs: 1000,
-            nanos: 0,
-        };
+        let start = START;
         let mut c = FilesCache::load(path.clone(), Mode::CtimeSizeInode, 2, start);
         c.remember(FilesCache::key("s", b"x"), &file(1, 1), 1);
         c.save().unwrap();
@@ -556,10 +550,7 @@ mod tests {
     fn a_damaged_cache_is_ignored() {
         let d = tempfile::tempdir().unwrap();
         let path = d.path().join("f");
-        let start = Timestamp {
-            secs: 1000,
-            nanos: 0,
-        };
+        let start = START;
         let mut c = FilesCache::load(path.clone(), Mode::CtimeSizeInode, 20, start);
         c.remember(FilesCache::key("s", b"x"), &file(1, 1), 1);
         c.save().unwrap();
