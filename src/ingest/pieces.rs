@@ -104,7 +104,8 @@ impl Cutter {
     }
 
     /// Every piece of `source`, in order, one thread: the reference the parallel path must
-    /// match. Returns the number of bytes read.
+    /// match (tests only). Returns the number of bytes read.
+    #[cfg(test)]
     pub fn each_piece<E>(
         &self,
         source: &mut dyn Read,
