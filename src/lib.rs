@@ -1,10 +1,13 @@
 //! proxborg: deduplicating, optionally encrypted backups of Proxmox VE guests on ZFS.
 //!
-//! Data flows one way: `cli` -> `plan` -> (`host`, `tree`) -> `repo`; `export` reads `repo`.
+//! Data flows one way: `cli` -> `backup` (the engine: `plan`, then execute through a
+//! `host::Host`) -> (`ingest`, `tree`) -> `repo`; `export` and `retrieve` read `repo`.
 //! Nothing in `repo` knows about Proxmox; nothing in `pve` or `zfs` runs a command; only `host`
-//! runs external programs or mounts anything.
+//! runs external programs or mounts anything; only `cli` prints. docs/ARCHITECTURE.md has the
+//! map.
 #![deny(unsafe_code)]
 
+pub mod backup;
 pub mod cli;
 pub mod export;
 pub mod files_cache;

@@ -151,6 +151,72 @@ pub fn series_key(name: &str, metadata: &BTreeMap<String, serde_json::Value>) ->
     }
 }
 
+/// One archive's fate under `decide_archives`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Decision {
+    pub name: String,
+    pub series: String,
+    pub start: String,
+    pub keep: bool,
+    /// The rule that kept it (`daily #3`, `within`, `[oldest]`).
+    pub rule: Option<String>,
+}
+
+/// An archive whose start time cannot be read: it can be neither kept nor pruned safely.
+#[derive(Debug, thiserror::Error)]
+#[error("archive {name:?} has an unreadable start time {start:?}: {reason}")]
+pub struct UnreadableTime {
+    pub name: String,
+    pub start: String,
+    pub reason: String,
+}
+
+/// Decisions in the order of `archives`, the rules applied per series (or to all of them as
+/// one series).
+pub fn decide_archives(
+    archives: &[&crate::repo::ArchiveEntry],
+    rules: &Rules,
+    one_series: bool,
+    now: Timestamp,
+    tz: &TimeZone,
+) -> Result<Vec<Decision>, UnreadableTime> {
+    let mut series: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, (_, m)) in archives.iter().enumerate() {
+        let key = if one_series {
+            String::new()
+        } else {
+            series_key(&m.name, &m.metadata)
+        };
+        series.entry(key).or_default().push(i);
+    }
+    let mut out: Vec<Option<Decision>> = archives.iter().map(|_| None).collect();
+    for (key, members) in series {
+        let times = members
+            .iter()
+            .map(|&i| {
+                let m = &archives[i].1;
+                m.start.parse::<Timestamp>().map_err(|e| UnreadableTime {
+                    name: m.name.clone(),
+                    start: m.start.clone(),
+                    reason: e.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let reasons = decide(&times, rules, now, tz);
+        for (&i, rule) in members.iter().zip(reasons) {
+            let m = &archives[i].1;
+            out[i] = Some(Decision {
+                name: m.name.clone(),
+                series: key.clone(),
+                start: m.start.clone(),
+                keep: rule.is_some(),
+                rule,
+            });
+        }
+    }
+    Ok(out.into_iter().flatten().collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -79,19 +79,10 @@ fn passphrase_from_env() -> Result<Zeroizing<String>> {
         .ok()
         .or_else(|| conf.passphrase_command.clone());
     if let Some(cmd) = cmd {
-        let out = duct::cmd!("/bin/sh", "-c", &cmd)
-            .stdout_capture()
-            .unchecked()
-            .run()
+        let out = crate::host::runner::run_shell(&cmd)
             .with_context(|| format!("PROXBORG_PASSPHRASE_COMMAND {cmd:?}"))?;
-        if !out.status.success() {
-            bail!(
-                "PROXBORG_PASSPHRASE_COMMAND {cmd:?} failed ({})",
-                out.status
-            );
-        }
-        let text = String::from_utf8(out.stdout)
-            .context("PROXBORG_PASSPHRASE_COMMAND printed non-UTF-8")?;
+        let text =
+            String::from_utf8(out).context("PROXBORG_PASSPHRASE_COMMAND printed non-UTF-8")?;
         return Ok(Zeroizing::new(strip_newline(text)));
     }
     bail!("set PROXBORG_PASSPHRASE, PROXBORG_PASSPHRASE_FILE or PROXBORG_PASSPHRASE_COMMAND, or passphrase-file in {}", settings::default_path().display())
@@ -171,3 +162,4 @@ fn open_at(global: &Global, path: &std::path::Path) -> Result<(Repository, u64)>
     let damaged = repo.damaged_indexes().len() as u64;
     Ok((repo, damaged))
 }
+

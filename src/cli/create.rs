@@ -2,18 +2,13 @@
 //! `tar -C DIR .` would), a regular file or block device (one entry, read as a stream), or
 //! `-` (stdin, one entry named by `--stdin-name`).
 
-use super::progress::Progress;
-use super::{access, create_tree, warn, Global, Outcome};
-use crate::files_cache::{FilesCache, Mode as FilesCacheMode};
-use crate::host::interrupt::Interruptible;
-use crate::ingest::ArchiveBuilder;
-use crate::item::{Item, Kind, Timestamp};
+use super::progress::{progress_line, Progress};
+use super::{access, warn, Global, Outcome};
+use crate::backup::{self, CacheOptions, CreateRequest, CreateSource, Event, Sink};
+use crate::files_cache::Mode as FilesCacheMode;
 use crate::pve::idmap::{IdMap, IdMapEntry};
 use crate::repo::{Compression, Manifest, ObjectId};
-use crate::tree::content::{self, FileContent};
-use anyhow::{bail, Context, Result};
-use std::collections::BTreeMap;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use anyhow::Result;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -61,108 +56,59 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: Args) -> Result<Outcome> {
-    crate::repo::archive::validate_name(&args.name)?;
     let (repo, _lock, damaged) = access::open_locked(global, "create")?;
-    if repo.find_archive(&args.name).is_ok() {
-        bail!("archive {:?} already exists", args.name);
-    }
-    let progress = Progress::new(args.progress);
     let conf = access::settings()?;
-    let mut builder = ArchiveBuilder::new(&repo, args.compression.or(conf.compression));
-    let excludes: Vec<String> = conf.excludes.iter().chain(&args.exclude).cloned().collect();
-    let mut metadata = BTreeMap::new();
-    let mut files_cache_to_save = None;
-    if args.source.as_os_str() == "-" {
-        metadata.insert("kind".into(), "stream".into());
-        ingest_stream(&mut builder, &args.stdin_name, std::io::stdin(), None)?;
+    let source = if args.source.as_os_str() == "-" {
+        CreateSource::Stream {
+            name: args.stdin_name.clone(),
+            reader: Box::new(std::io::stdin()),
+        }
     } else {
-        let meta = std::fs::metadata(&args.source)
-            .with_context(|| format!("source {}", args.source.display()))?;
-        let source = std::fs::canonicalize(&args.source)
-            .with_context(|| format!("source {}", args.source.display()))?;
-        metadata.insert("source".into(), source.to_string_lossy().into());
-        let ft = meta.file_type();
-        if ft.is_dir() {
-            metadata.insert("kind".into(), "directory".into());
-            let idmap = idmap_of(&args)?;
-            let tree = create_tree::TreeSource {
-                root: &source,
-                source_id: source.to_string_lossy().into_owned(),
-                prefix: Vec::new(),
-                excludes: &excludes,
-                one_file_system: args.one_file_system,
-                idmap: idmap.as_ref(),
-                lower: None,
-            };
-            let mut cache = files_cache(&repo, args.files_cache, args.files_cache_ttl);
-            create_tree::ingest_dir(&mut builder, &tree, &mut cache, &progress)?;
-            files_cache_to_save = Some(cache);
-        } else if ft.is_file() || ft.is_block_device() {
-            let kind = if ft.is_file() { "file" } else { "block-device" };
-            metadata.insert("kind".into(), kind.into());
-            let name = source
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "file".into());
-            let file = std::fs::File::open(&source)
-                .with_context(|| format!("source {}", source.display()))?;
-            if ft.is_file() {
-                // A disk image or dump file: the files cache skips it when unchanged. A block
-                // device's metadata says nothing about its contents, so it is always read.
-                let mut cache = files_cache(&repo, args.files_cache, args.files_cache_ttl);
-                let key = FilesCache::key(&source.to_string_lossy(), b"");
-                let mut item = stream_item(&name, Some(&meta));
-                item.size = meta.len();
-                // A raw disk image on a thin filesystem is mostly holes: read only its data
-                // and keep the holes, as for the files of a tree.
-                if meta.blocks().saturating_mul(512) < meta.len() {
-                    item.sparse = content::data_extents(&file, meta.len())
-                        .with_context(|| format!("source {}: sparse map", source.display()))?;
-                }
-                // A read error is fatal here (unlike in a tree): the archive would be empty.
-                if create_tree::reuse_cached(&builder, &mut cache, &key, &mut item, meta.ino()) {
-                    builder.add_known(item, false)?;
-                } else {
-                    let mut data = Interruptible(FileContent::new(file, &item));
-                    let stored = builder.add(item, Some(&mut data), false)?;
-                    if data.0.changed() {
-                        // the same words as for a file of a tree
-                        warn(format!(
-                            "{}: changed while it was read; stored as read",
-                            source.display()
-                        ));
-                        builder.warn();
-                    } else {
-                        cache.remember(key, &stored, meta.ino());
-                    }
-                }
-                files_cache_to_save = Some(cache);
-            } else {
-                ingest_stream(&mut builder, &name, file, Some(&meta))?;
-            }
-        } else {
-            bail!(
-                "source {}: not a directory, regular file or block device",
-                args.source.display()
-            );
-        }
-    }
-    let warnings = builder.stats().warnings + damaged;
-    let (id, manifest) = builder.finish(&args.name, metadata)?;
-    if let Some(cache) = files_cache_to_save {
-        if let Err(e) = cache.save() {
-            super::warn(format!(
-                "files cache not saved (the next backup reads everything): {e}"
-            ));
-        }
-    }
-    progress.finish();
-    report(&args, &id, &manifest)?;
-    Ok(if warnings > 0 {
+        CreateSource::Path(args.source.clone())
+    };
+    let request = CreateRequest {
+        name: args.name.clone(),
+        source,
+        excludes: conf.excludes.iter().chain(&args.exclude).cloned().collect(),
+        one_file_system: args.one_file_system,
+        idmap: idmap_of(&args)?,
+        compression: args.compression.or(conf.compression),
+        files_cache: CacheOptions {
+            mode: args.files_cache,
+            ttl: args.files_cache_ttl,
+        },
+    };
+    let console = Console::new(args.progress);
+    let created = backup::create(&repo, request, &console)?;
+    console.finish();
+    report(&args, &created.id, &created.manifest)?;
+    Ok(if created.warnings + damaged > 0 {
         Outcome::Warnings
     } else {
         Outcome::Success
     })
+}
+
+/// Warnings as they come and a progress line on a terminal.
+struct Console(Progress);
+
+impl Console {
+    fn new(progress: bool) -> Self {
+        Console(Progress::new(progress))
+    }
+    fn finish(&self) {
+        self.0.finish();
+    }
+}
+
+impl Sink for Console {
+    fn event(&self, event: Event<'_>) {
+        match event {
+            Event::Warning { message, .. } => warn(message),
+            Event::Progress { stats, .. } => self.0.set(|| progress_line(stats)),
+            _ => {}
+        }
+    }
 }
 
 fn idmap_of(args: &Args) -> Result<Option<IdMap>> {
@@ -184,73 +130,6 @@ fn idmap_of(args: &Args) -> Result<Option<IdMap>> {
     IdMap::new(entries)
         .map(Some)
         .map_err(|e| anyhow::anyhow!("--idmap: {e}"))
-}
-
-/// The files cache of this repository, loaded for a backup starting now.
-pub(super) fn files_cache(
-    repo: &crate::repo::Repository,
-    mode: FilesCacheMode,
-    ttl: u32,
-) -> FilesCache {
-    let now = jiff::Timestamp::now();
-    let start = Timestamp {
-        secs: now.as_second(),
-        nanos: now.subsec_nanosecond() as u32,
-    };
-    let path = crate::files_cache::cache_dir(&repo.config().id).join("files");
-    FilesCache::load(path, mode, ttl, start)
-}
-
-/// One entry whose content is read to the end; its size is whatever arrives.
-pub(super) fn ingest_stream(
-    builder: &mut ArchiveBuilder,
-    name: &str,
-    mut reader: impl std::io::Read + Send,
-    meta: Option<&std::fs::Metadata>,
-) -> Result<()> {
-    builder.add(stream_item(name, meta), Some(&mut reader), false)?;
-    Ok(())
-}
-
-/// The one entry of a stream source: the file's metadata, or now and our ids for stdin.
-fn stream_item(name: &str, meta: Option<&std::fs::Metadata>) -> Item {
-    let mut item = Item::new(name.as_bytes().to_vec(), Kind::File);
-    match meta {
-        Some(m) => {
-            item.mode = if m.file_type().is_file() {
-                m.mode() & 0o7777
-            } else {
-                0o600
-            };
-            item.uid = m.uid();
-            item.gid = m.gid();
-            item.mtime = Timestamp {
-                secs: m.mtime(),
-                nanos: m.mtime_nsec() as u32,
-            };
-            item.atime = Timestamp {
-                secs: m.atime(),
-                nanos: m.atime_nsec() as u32,
-            };
-            item.ctime = Timestamp {
-                secs: m.ctime(),
-                nanos: m.ctime_nsec() as u32,
-            };
-        }
-        None => {
-            let now = jiff::Timestamp::now();
-            item.mode = 0o600;
-            item.uid = rustix::process::geteuid().as_raw();
-            item.gid = rustix::process::getegid().as_raw();
-            item.mtime = Timestamp {
-                secs: now.as_second(),
-                nanos: now.subsec_nanosecond() as u32,
-            };
-            item.atime = item.mtime;
-            item.ctime = item.mtime;
-        }
-    }
-    item
 }
 
 fn report(args: &Args, id: &ObjectId, m: &Manifest) -> Result<()> {

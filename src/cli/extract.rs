@@ -4,12 +4,12 @@
 //! removed, never left behind with wrong bytes; the other entries are still restored.
 
 use super::progress::Progress;
-use super::{access, extract_tree, Global, Outcome};
+use super::{access, warn, Global, Outcome};
 use crate::item::filter::Selection;
-use crate::item::Kind;
+use crate::retrieve::extract::{self, ExtractReport};
 use crate::retrieve::ArchiveReader;
-use anyhow::{bail, Context, Result};
-use std::io::{Read, Write};
+use crate::tree::restore::RestoreError;
+use anyhow::{bail, Result};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -47,17 +47,19 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     let (repo, warnings) = access::open(global)?;
     let (_, manifest) = repo.find_archive(&args.archive)?;
     let selection = Selection::from_args(&args.paths, &args.exclude, args.strip_components);
-    let progress = Progress::new(args.progress);
     let reader = ArchiveReader::open(&repo, &manifest, selection);
     let failures = if args.stdout {
-        to_stdout(reader)?
+        extract::contents_to(reader, &mut std::io::stdout().lock())?;
+        0
     } else {
         if !args.directory.is_dir() {
             bail!("-C {}: not a directory", args.directory.display());
         }
-        extract_tree::restore(reader, &args.directory, args.sparse, &progress)?
+        let mut console = Console(Progress::new(args.progress));
+        let failures = extract::restore(reader, &args.directory, args.sparse, &mut console)?;
+        console.0.finish();
+        failures
     };
-    progress.finish();
     if failures > 0 {
         bail!("{failures} entries could not be restored (see above)");
     }
@@ -68,36 +70,17 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     })
 }
 
-fn to_stdout(reader: ArchiveReader) -> Result<u64> {
-    let mut out = std::io::stdout().lock();
-    for entry in reader {
-        let mut entry = entry?;
-        if !matches!(entry.item.kind, Kind::File) {
-            continue;
-        }
-        let path = crate::ingest::display_path(&entry.item.path);
-        match entry.item.sparse.clone() {
-            None => {
-                std::io::copy(&mut entry.content, &mut out).with_context(|| path.clone())?;
-            }
-            // In a stream, holes are zeros.
-            Some(extents) => {
-                let mut pos = 0u64;
-                for e in extents.iter().chain(std::iter::once(&crate::item::Extent {
-                    offset: entry.item.size,
-                    len: 0,
-                })) {
-                    std::io::copy(
-                        &mut std::io::repeat(0).take(e.offset.saturating_sub(pos)),
-                        &mut out,
-                    )?;
-                    std::io::copy(&mut (&mut entry.content).take(e.len), &mut out)
-                        .with_context(|| path.clone())?;
-                    pos = e.offset + e.len;
-                }
-            }
-        }
+/// Failures and warnings as lines on stderr, progress on a terminal.
+struct Console(Progress);
+
+impl ExtractReport for Console {
+    fn failed(&mut self, error: &RestoreError) {
+        eprintln!("proxborg: error: {error}");
     }
-    out.flush()?;
-    Ok(0)
+    fn warning(&mut self, message: String) {
+        warn(message);
+    }
+    fn progress(&mut self, count: u64, path: &str) {
+        self.0.set(|| format!("{count} entries: {path}"));
+    }
 }

@@ -100,7 +100,7 @@ fn local_time_of(rfc3339: &str) -> String {
 }
 
 pub fn display_name(item: &Item) -> String {
-    let mut name = crate::ingest::display_path(&item.path);
+    let mut name = crate::item::display_path(&item.path);
     if item.is_dir() && !item.path.is_empty() {
         name.push('/');
     }
@@ -120,7 +120,7 @@ pub fn tar_tv_line(item: &Item) -> String {
         Kind::Hardlink { target } => (
             'h',
             "0".into(),
-            format!(" link to {}", crate::ingest::display_path(target)),
+            format!(" link to {}", crate::item::display_path(target)),
         ),
         Kind::CharDevice { major, minor } => ('c', format!("{major},{minor}"), String::new()),
         Kind::BlockDevice { major, minor } => ('b', format!("{major},{minor}"), String::new()),

@@ -8,18 +8,16 @@ mod backup;
 mod check;
 mod compact;
 mod config;
-pub(crate) mod create;
-pub(crate) mod create_tree;
+mod create;
 mod delete;
 mod export_tar;
 mod extract;
-mod extract_tree;
 mod generate;
 mod info;
 mod init;
 mod list;
-pub(crate) mod progress;
-pub(crate) mod prune;
+mod progress;
+mod prune;
 mod vzdump_hook;
 
 use clap::{Parser, Subcommand};
@@ -155,15 +153,7 @@ fn finish(result: anyhow::Result<Outcome>) -> ExitCode {
 
 /// The error and its causes on one line, without repeating a cause the message already has.
 pub(crate) fn one_line(e: &anyhow::Error) -> String {
-    let mut out = e.to_string();
-    for cause in e.chain().skip(1) {
-        let c = cause.to_string();
-        if !out.contains(&c) {
-            out.push_str(": ");
-            out.push_str(&c);
-        }
-    }
-    out.replace('\n', " ")
+    crate::backup::events::one_line(e.as_ref())
 }
 
 /// Prints a warning line (the caller counts it).

@@ -41,3 +41,13 @@ impl Drop for Progress {
         self.finish();
     }
 }
+
+/// What a backup's progress line says.
+pub fn progress_line(stats: &crate::repo::ArchiveStats) -> String {
+    format!(
+        "{} files, {} read, {} new chunks",
+        stats.files,
+        bytesize::ByteSize(stats.original_size),
+        stats.new_chunks
+    )
+}

@@ -5,7 +5,6 @@ use super::{access, Global, Outcome};
 use crate::repo::ArchiveEntry;
 use crate::retention::{self, Rules};
 use anyhow::{bail, Result};
-use std::collections::BTreeMap;
 
 #[derive(clap::Args, Clone, Default)]
 pub struct KeepArgs {
@@ -68,15 +67,6 @@ pub struct Args {
     json: bool,
 }
 
-#[derive(serde::Serialize)]
-pub(crate) struct Decision {
-    name: String,
-    series: String,
-    start: String,
-    pub(crate) keep: bool,
-    rule: Option<String>,
-}
-
 pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     let rules = args.keep.rules();
     if rules.is_empty() {
@@ -101,10 +91,12 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
             _ => true,
         })
         .collect();
-    let decisions = decide(
+    let decisions = retention::decide_archives(
         &selected,
         &rules,
         args.prefix.is_some() || args.glob.is_some(),
+        jiff::Timestamp::now(),
+        &jiff::tz::TimeZone::system(),
     )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&decisions)?);
@@ -154,51 +146,4 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     } else {
         Outcome::Success
     })
-}
-
-/// Decisions in the order of `archives`, rules applied per series (or to all as one).
-pub(crate) fn decide(
-    archives: &[&ArchiveEntry],
-    rules: &Rules,
-    one_series: bool,
-) -> Result<Vec<Decision>> {
-    let mut series: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (i, (_, m)) in archives.iter().enumerate() {
-        let key = if one_series {
-            String::new()
-        } else {
-            retention::series_key(&m.name, &m.metadata)
-        };
-        series.entry(key).or_default().push(i);
-    }
-    let mut out: Vec<Option<Decision>> = archives.iter().map(|_| None).collect();
-    let now = jiff::Timestamp::now();
-    let tz = jiff::tz::TimeZone::system();
-    for (key, members) in series {
-        let times = members
-            .iter()
-            .map(|&i| {
-                let m = &archives[i].1;
-                m.start.parse::<jiff::Timestamp>().map_err(|e| {
-                    anyhow::anyhow!(
-                        "archive {:?} has an unreadable start time {:?}: {e}",
-                        m.name,
-                        m.start
-                    )
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let reasons = retention::decide(&times, rules, now, &tz);
-        for (&i, rule) in members.iter().zip(reasons) {
-            let m = &archives[i].1;
-            out[i] = Some(Decision {
-                name: m.name.clone(),
-                series: key.clone(),
-                start: m.start.clone(),
-                keep: rule.is_some(),
-                rule,
-            });
-        }
-    }
-    Ok(out.into_iter().flatten().collect())
 }

@@ -5,13 +5,10 @@
 //! identical (`remove-dump: 1`) and the series is pruned (`prune: 1`). vzdump empties the
 //! environment, so everything comes from argv, vzdump's variables and /etc/proxborg.conf.
 
-use super::{access, create, Global, Outcome};
-use crate::ingest::ArchiveBuilder;
-use crate::item::filter::Selection;
-use crate::retrieve::ArchiveReader;
+use super::{access, Global, Outcome};
+use crate::backup::{self, DumpRequest};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -49,16 +46,7 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
         .unwrap_or_default();
 
     let (mut repo, _lock, _) = access::open_locked(global, "vzdump-hook")?;
-    if repo.find_archive(&name).is_ok() {
-        bail!("vzdump-hook: archive {name:?} already exists");
-    }
     let conf = access::settings()?;
-    let mut builder = ArchiveBuilder::new(&repo, conf.compression);
-    let file = std::fs::File::open(&target).with_context(|| target.display().to_string())?;
-    let meta = file.metadata()?;
-    let mut hashing = HashingReader::new(file);
-    create::ingest_stream(&mut builder, &name, &mut hashing, Some(&meta))?;
-    let source_hash = hashing.finish();
     let mut metadata = BTreeMap::new();
     metadata.insert("kind".into(), "vzdump".into());
     metadata.insert("vmtype".into(), vmtype.clone().into());
@@ -66,32 +54,26 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     metadata.insert("hostname".into(), hostname.into());
     metadata.insert("mode".into(), args.mode.clone().unwrap_or_default().into());
     metadata.insert("series".into(), format!("vzdump-{vmtype}-{vmid}").into());
-    metadata.insert("source".into(), target.to_string_lossy().into());
-    let (_, manifest) = builder.finish(&name, metadata)?;
+    let done = backup::archive_dump(
+        &mut repo,
+        DumpRequest {
+            dump: target.clone(),
+            name: name.clone(),
+            metadata,
+            compression: conf.compression,
+            remove_dump: conf.remove_dump,
+        },
+    )
+    .context("vzdump-hook")?;
     eprintln!(
         "proxborg: archived {} as {name} ({} added)",
         target.display(),
-        bytesize::ByteSize(manifest.stats.added_size)
+        bytesize::ByteSize(done.manifest.stats.added_size)
     );
-
-    let mut outcome = Outcome::Success;
-    if conf.remove_dump {
-        repo.reload_index()?; // the blobs just written
-                              // Read the archive back through the normal, verifying path before deleting anything.
-        let mut stored = blake3::Hasher::new();
-        for entry in ArchiveReader::open(&repo, &manifest, Selection::default()) {
-            let mut entry = entry?;
-            std::io::copy(&mut entry.content, &mut stored)?;
-        }
-        if stored.finalize() != source_hash {
-            bail!(
-                "vzdump-hook: archive {name:?} does not read back identical to {}; dump kept",
-                target.display()
-            );
-        }
-        std::fs::remove_file(&target).with_context(|| format!("removing {}", target.display()))?;
+    if done.removed {
         eprintln!("proxborg: verified and removed {}", target.display());
     }
+    let mut outcome = Outcome::Success;
     if conf.file_level && vmtype == "lxc" {
         // The container's files too, from its own ZFS snapshots (after the image's lock and
         // repository handle are released: the backup takes its own).
@@ -105,30 +87,4 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
             .with_context(|| format!("file-level backup of container {vmid}"))?;
     }
     Ok(outcome)
-}
-
-/// Hashes what passes through, so the dump is read only once.
-struct HashingReader<R> {
-    inner: R,
-    hasher: blake3::Hasher,
-}
-
-impl<R: Read> HashingReader<R> {
-    fn new(inner: R) -> Self {
-        HashingReader {
-            inner,
-            hasher: blake3::Hasher::new(),
-        }
-    }
-    fn finish(self) -> blake3::Hash {
-        self.hasher.finalize()
-    }
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
 }

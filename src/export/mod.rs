@@ -44,8 +44,3 @@ pub enum ExportError {
     #[error("{path}: {reason}")]
     InvalidItem { path: String, reason: String },
 }
-
-/// An item path for messages: lossy UTF-8, with the `./` tar shows.
-pub(crate) fn display_path(path: &[u8]) -> String {
-    format!("./{}", String::from_utf8_lossy(path))
-}

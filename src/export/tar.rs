@@ -17,9 +17,10 @@
 //! Memory stays bounded: content is copied through one reusable buffer, never held whole.
 //! This module never reads files, the repository or the clock.
 
+use super::acl_text;
 use super::header::{self, TypeFlag, UstarFields, BLOCK, MAX_OCTAL_12, MAX_OCTAL_8, NAME_LEN};
 use super::pax::PaxRecords;
-use super::{acl_text, display_path};
+use crate::item::display_path;
 use crate::item::{Extent, Item, Kind};
 use std::io::{BufWriter, Read, Write};
 

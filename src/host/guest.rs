@@ -10,18 +10,34 @@ pub enum CtState {
     Stopped,
 }
 
-pub fn ct_state(vmid: u32) -> Result<CtState, RunError> {
-    let out = run(&argv(&["lxc-info", "-n", &vmid.to_string(), "-s"]))?;
+#[derive(Debug, thiserror::Error)]
+pub enum GuestError {
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// STARTING, STOPPING, FREEZING, ABORTING, THAWED, or nothing at all: neither safe to
+    /// snapshot unfrozen (it may be writing) nor safe to freeze (it may be half set up).
+    #[error("container {vmid} is {state:?} (lxc-info), neither running nor stopped; try again when it has settled")]
+    UnsettledState { vmid: u32, state: String },
+}
+
+/// The state in `lxc-info -n VMID -s` output (`State:          RUNNING`).
+pub fn parse_ct_state(vmid: u32, out: &str) -> Result<CtState, GuestError> {
     let state = out
         .split_whitespace()
         .last()
         .unwrap_or_default()
         .to_ascii_uppercase();
-    Ok(match state.as_str() {
-        "RUNNING" => CtState::Running,
-        "FROZEN" => CtState::Frozen,
-        _ => CtState::Stopped,
-    })
+    match state.as_str() {
+        "RUNNING" => Ok(CtState::Running),
+        "FROZEN" => Ok(CtState::Frozen),
+        "STOPPED" => Ok(CtState::Stopped),
+        _ => Err(GuestError::UnsettledState { vmid, state }),
+    }
+}
+
+pub fn ct_state(vmid: u32) -> Result<CtState, GuestError> {
+    let out = run(&argv(&["lxc-info", "-n", &vmid.to_string(), "-s"]))?;
+    parse_ct_state(vmid, &out)
 }
 
 pub fn freeze(vmid: u32) -> Result<(), RunError> {
@@ -34,4 +50,26 @@ pub fn thaw(vmid: u32) -> Result<(), RunError> {
 
 fn argv(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn known_states_parse_and_others_are_errors() {
+        let p = |s| parse_ct_state(100, s);
+        assert_eq!(p("State:          RUNNING\n").unwrap(), CtState::Running);
+        assert_eq!(p("State:          FROZEN\n").unwrap(), CtState::Frozen);
+        assert_eq!(p("State:          STOPPED\n").unwrap(), CtState::Stopped);
+        for odd in [
+            "State: STARTING\n",
+            "State: FREEZING\n",
+            "State: THAWED\n",
+            "",
+        ] {
+            let e = p(odd).unwrap_err().to_string();
+            assert!(e.contains("container 100") && e.contains("neither"), "{e}");
+        }
+    }
 }

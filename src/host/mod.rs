@@ -1,13 +1,120 @@
-//! The only place that runs external programs or changes mounts: `zfs`, `lxc-freeze`,
-//! `lxc-info`, `vzdump`, `sync`. Each wrapper builds its argv from the pure `zfs`/`pve`
-//! layers, runs it through `runner`, and turns failures into errors naming the command.
-//! `interrupt` turns SIGINT/SIGTERM/SIGHUP into a flag the long loops check, so guards can
-//! undo snapshots, clones and freezes on the way out. `memory` tunes malloc for long tree
+//! The seam to the machine. Two layers:
+//! - `runner` runs one program (argv, `LC_ALL=C`, stderr tail, argv logging); the wrappers
+//!   `zfs`, `guest` and `overlay` build argv from the pure `zfs`/`pve` layers and call it;
+//! - [`Host`] is the semantic interface the backup engine talks to: read the PVE state, list
+//!   datasets, snapshot several datasets atomically, clone and mount read-only, freeze/thaw,
+//!   spawn vzdump as a reader. [`RealHost`] implements it once for this machine; the engine's
+//!   tests implement it with a recording stand-in.
+//!
+//! Nothing outside this module runs a program or mounts anything. Everything a run creates
+//! (snapshots, clones, mounts, freezes, its run directory) carries the run's id or lives in
+//! its run directory, so `remove_leftovers` can find what a killed run left.
+//! `interrupt` turns SIGINT/SIGTERM/SIGHUP into a flag; `memory` tunes malloc for long tree
 //! backups.
 
 pub mod guest;
 pub mod interrupt;
 pub mod memory;
 pub mod overlay;
+mod real;
 pub mod runner;
 pub mod zfs;
+
+pub use guest::CtState;
+pub use real::RealHost;
+
+use crate::pve::{PveState, Vmid};
+use crate::zfs::argv::Destroyable;
+use crate::zfs::{DatasetName, SnapshotName, ZfsListEntry};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error(transparent)]
+    Zfs(#[from] zfs::ZfsHostError),
+    #[error(transparent)]
+    Run(#[from] runner::RunError),
+    #[error(transparent)]
+    Guest(#[from] guest::GuestError),
+    #[error("reading the PVE state: {0}")]
+    Pve(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+impl HostError {
+    pub fn io(what: impl std::fmt::Display, source: std::io::Error) -> HostError {
+        HostError::Io {
+            what: what.to_string(),
+            source,
+        }
+    }
+}
+
+/// Whether a set of snapshots was taken in one call (atomic within the pool) or one by one
+/// (zfs-fuse takes one name per call).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Taken {
+    Atomically,
+    OneByOne,
+}
+
+/// A guest's dump as it is being written (vzdump --stdout): read it to the end, then
+/// `finish` says whether the program succeeded. Dropped unfinished, the program is stopped.
+pub trait GuestStream: Read + Send {
+    fn finish(self: Box<Self>) -> Result<(), HostError>;
+}
+
+/// What the backup engine asks of the machine. Every method that creates something has its
+/// undo here too (`freeze`/`thaw`, `snapshot`/`destroy`, `clone_readonly`/`destroy`,
+/// `mount_idmapped`/`unmount`, `begin_run`/`end_run`); the engine's guards pair them.
+pub trait Host {
+    /// The guests, storages and pools this node's `/etc/pve` describes.
+    fn pve_state(&self) -> Result<PveState, HostError>;
+    /// Every ZFS filesystem and volume with its mountpoint.
+    fn datasets(&self) -> Result<Vec<ZfsListEntry>, HostError>;
+    /// A dataset's identity across runs and renames (the files cache key).
+    fn dataset_guid(&self, dataset: &DatasetName) -> Result<String, HostError>;
+    fn container_state(&self, vmid: Vmid) -> Result<CtState, HostError>;
+
+    /// Removes what killed runs on this host left: thaws the containers they froze, unmounts
+    /// their mounts, destroys their clones and snapshots. Returns one line per thing done.
+    fn remove_leftovers(&self) -> Result<Vec<String>, HostError>;
+    /// Starts this run: its id (stamped on every snapshot and clone) and its directory.
+    fn begin_run(&self) -> Result<(), HostError>;
+    /// Removes the run directory (after everything mounted in it was released).
+    fn end_run(&self);
+
+    /// Freezes a running container (the cgroup freezer). A marker in the run directory says
+    /// so until `thaw`, so that a later cleanup thaws it if this process dies.
+    fn freeze(&self, vmid: Vmid) -> Result<(), HostError>;
+    fn thaw(&self, vmid: Vmid) -> Result<(), HostError>;
+    /// Flushes dirty data to disk (between freeze and snapshot).
+    fn sync(&self);
+    /// Snapshots of one pool, in one call where the `zfs` can (atomic), each tagged with the
+    /// run's id. On an error none of them is left.
+    fn snapshot(&self, snaps: &[SnapshotName]) -> Result<Taken, HostError>;
+    /// Where a snapshot's files can be read without a clone (`<mountpoint>/.zfs/snapshot`).
+    fn snapshot_dir(&self, mountpoint: &Path, snap: &SnapshotName) -> Option<PathBuf>;
+    /// A read-only clone of `snap` named `clone`, mounted in the run directory; returns the
+    /// mountpoint.
+    fn clone_readonly(
+        &self,
+        snap: &SnapshotName,
+        clone: &DatasetName,
+    ) -> Result<PathBuf, HostError>;
+    /// Destroys a proxborg snapshot or clone (only those names can be expressed).
+    fn destroy(&self, target: &Destroyable) -> Result<(), HostError>;
+    /// `lower` seen through fuse-overlayfs with the given id mapping; returns the mountpoint.
+    fn mount_idmapped(&self, lower: &Path, mapping: &str) -> Result<PathBuf, HostError>;
+    fn unmount(&self, mountpoint: &Path) -> Result<(), HostError>;
+    /// `vzdump VMID --stdout` (uncompressed, snapshot mode), read as it is written.
+    fn spawn_vzdump(&self, vmid: Vmid) -> Result<Box<dyn GuestStream>, HostError>;
+
+    /// A signal asked the run to stop: the engine stops at its next step and undoes.
+    fn interrupted(&self) -> bool;
+}

@@ -1,8 +1,15 @@
 //! Running a command: argv in, stdout out, or an error with the command and the tail of its
-//! stderr. No shell is ever involved.
+//! stderr. Every program runs with `LC_ALL=C` (proxborg matches the English messages of
+//! `zfs` and `lxc-info`, and parses their numbers), stdin from /dev/null, and, when
+//! `PROXBORG_DEBUG` is set, a line on stderr with the argv and how long it took.
+//!
+//! Built on `std::process` rather than `duct`: proxborg runs single programs with argv and
+//! never pipes one into another, which is all duct adds; std also gives the exit status and
+//! the child's pid (for the signal handler) without a wrapper.
 
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
+use std::time::Instant;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -29,17 +36,37 @@ fn shown(argv: &[String]) -> String {
     argv.join(" ")
 }
 
+/// The one way a command is built: no shell, C locale, no stdin.
+fn command(argv: &[String]) -> Result<Command, RunError> {
+    let Some((prog, args)) = argv.split_first() else {
+        return Err(RunError::Spawn {
+            cmd: String::new(),
+            source: std::io::Error::other("empty command"),
+        });
+    };
+    let mut cmd = Command::new(prog);
+    cmd.args(args).env("LC_ALL", "C").stdin(Stdio::null());
+    Ok(cmd)
+}
+
+fn log_ran(argv: &[String], started: Instant, status: &str) {
+    if std::env::var_os("PROXBORG_DEBUG").is_some() {
+        eprintln!(
+            "proxborg: debug: ran {} ({status}, {:.3} s)",
+            shown(argv),
+            started.elapsed().as_secs_f64()
+        );
+    }
+}
+
 /// Runs `argv` to completion; returns its stdout.
 pub fn run(argv: &[String]) -> Result<String, RunError> {
-    let (prog, args) = argv.split_first().expect("argv is never empty");
-    let out = Command::new(prog)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| RunError::Spawn {
-            cmd: shown(argv),
-            source,
-        })?;
+    let started = Instant::now();
+    let out = command(argv)?.output().map_err(|source| RunError::Spawn {
+        cmd: shown(argv),
+        source,
+    })?;
+    log_ran(argv, started, &out.status.to_string());
     if !out.status.success() {
         return Err(RunError::Failed {
             cmd: shown(argv),
@@ -50,10 +77,42 @@ pub fn run(argv: &[String]) -> Result<String, RunError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Runs a user's shell command line (`passphrase-command`) with `/bin/sh -c`; returns its
+/// stdout as bytes. The line itself is never logged: it may hold a secret.
+pub fn run_shell(line: &str) -> Result<Vec<u8>, RunError> {
+    let argv = ["/bin/sh".to_string(), "-c".to_string(), line.to_string()];
+    let shown = "the passphrase command".to_string();
+    let started = Instant::now();
+    // The command may ask on the terminal (stdin, stderr); only its stdout is the answer.
+    let out = command(&argv)?
+        .stdin(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|source| RunError::Spawn {
+            cmd: shown.clone(),
+            source,
+        })?;
+    log_ran(
+        std::slice::from_ref(&shown),
+        started,
+        &out.status.to_string(),
+    );
+    if !out.status.success() {
+        return Err(RunError::Failed {
+            cmd: shown,
+            status: out.status.to_string(),
+            stderr: String::new(),
+        });
+    }
+    Ok(out.stdout)
+}
+
 /// A running program whose stdout is read as a stream (vzdump --stdout). `finish` checks
 /// its exit status; dropping it unfinished kills it.
 pub struct StreamChild {
     cmd: String,
+    argv: Vec<String>,
+    started: Instant,
     child: Child,
     stdout: std::process::ChildStdout,
     stderr_file: tempfile::NamedTempFile,
@@ -61,7 +120,6 @@ pub struct StreamChild {
 
 impl StreamChild {
     pub fn spawn(argv: &[String]) -> Result<StreamChild, RunError> {
-        let (prog, args) = argv.split_first().expect("argv is never empty");
         let spawn_err = |source| RunError::Spawn {
             cmd: shown(argv),
             source,
@@ -69,17 +127,21 @@ impl StreamChild {
         // stderr goes to a file, not a pipe: nobody reads it while stdout streams, and a full
         // pipe would stall the program.
         let stderr_file = tempfile::NamedTempFile::new().map_err(spawn_err)?;
-        let mut child = Command::new(prog)
-            .args(args)
-            .stdin(Stdio::null())
+        let mut child = command(argv)?
             .stdout(Stdio::piped())
             .stderr(stderr_file.reopen().map_err(spawn_err)?)
             .spawn()
             .map_err(spawn_err)?;
-        let stdout = child.stdout.take().expect("piped");
+        let Some(stdout) = child.stdout.take() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(spawn_err(std::io::Error::other("no stdout pipe")));
+        };
         super::interrupt::register_child(child.id());
         Ok(StreamChild {
             cmd: shown(argv),
+            argv: argv.to_vec(),
+            started: Instant::now(),
             child,
             stdout,
             stderr_file,
@@ -93,6 +155,7 @@ impl StreamChild {
             source,
         })?;
         super::interrupt::unregister_child(self.child.id());
+        log_ran(&self.argv, self.started, &status.to_string());
         if status.success() {
             return Ok(());
         }
@@ -120,5 +183,42 @@ impl Drop for StreamChild {
             let _ = self.child.wait();
         }
         super::interrupt::unregister_child(self.child.id());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn commands_run_in_the_c_locale() {
+        let out = run(&argv(&["sh", "-c", "printf %s \"$LC_ALL\""])).unwrap();
+        assert_eq!(out, "C");
+    }
+
+    #[test]
+    fn a_failure_names_the_command_and_the_tail_of_its_stderr() {
+        let e = run(&argv(&["sh", "-c", "echo one >&2; echo two >&2; exit 3"])).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("sh -c") && msg.ends_with("one / two"), "{msg}");
+    }
+
+    #[test]
+    fn an_empty_argv_is_an_error_not_a_panic() {
+        assert!(run(&[]).is_err());
+    }
+
+    #[test]
+    fn the_shell_runner_returns_stdout_and_hides_the_line() {
+        assert_eq!(run_shell("printf 'secret\\n'").unwrap(), b"secret\n");
+        let e = run_shell("exit 4").unwrap_err().to_string();
+        assert!(
+            e.contains("passphrase command") && !e.contains("exit 4"),
+            "{e}"
+        );
     }
 }

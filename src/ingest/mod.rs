@@ -3,14 +3,30 @@
 //! The producers (the directory walker, a stdin or device stream, the Proxmox executor that
 //! puts `pct.conf` first) hand items in tar order; this module chunks contents, deduplicates
 //! and stores blobs through the repository's `BlobWriter`, fills in chunk lists (hard links
-//! get their group's), writes the item stream and, last, the archive file. It knows nothing
-//! about where items come from and never touches the filesystem itself.
+//! get their group's), writes the item stream and, last, the archive file. `ArchiveBuilder`
+//! knows nothing about where items come from and never touches the filesystem itself;
+//! `tree` feeds it a directory walk (reading the files on reader threads).
 
 pub mod pieces;
 pub mod readers;
+pub mod tree;
+
+/// Where an ingest's soft problems (a file unreadable, changed while read) and its progress
+/// go. The backup engine forwards them as events; nothing below it prints.
+pub trait Observer: Sync {
+    fn warning(&self, message: String);
+    fn progress(&self, _stats: &ArchiveStats) {}
+}
+
+/// An observer that drops everything (tests, benchmarks).
+pub struct Silent;
+
+impl Observer for Silent {
+    fn warning(&self, _message: String) {}
+}
 
 use crate::item::stream::ItemStreamWriter;
-use crate::item::{ChunkRef, Item, Kind};
+use crate::item::{display_path, ChunkRef, Item, Kind};
 use crate::repo::{
     ArchiveStats, BlobKind, BlobWriter, Compression, Manifest, ObjectId, RepoError, Repository,
 };
@@ -274,7 +290,7 @@ impl<'r> ArchiveBuilder<'r> {
             name: name.to_string(),
             start: self.start.to_string(),
             end: jiff::Timestamp::now().to_string(),
-            hostname: host_name(),
+            hostname: crate::repo::lock::host_name(),
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
             metadata,
             item_stream,
@@ -293,17 +309,4 @@ fn from_piece_error(e: PieceError<IngestError>) -> IngestError {
         },
         PieceError::Emit(e) => e,
     }
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
-}
-
-/// A path for messages: `./`-prefixed as tar shows it, invalid UTF-8 escaped.
-pub fn display_path(path: &[u8]) -> String {
-    let mut s = String::from("./");
-    s.push_str(&String::from_utf8_lossy(path));
-    s
 }

@@ -23,6 +23,11 @@ pub mod filter;
 pub mod pattern;
 pub mod stream;
 
+/// An item path for messages: `./`-prefixed as tar shows it, invalid UTF-8 replaced.
+pub fn display_path(path: &[u8]) -> String {
+    format!("./{}", String::from_utf8_lossy(path))
+}
+
 /// Seconds and nanoseconds since the Unix epoch, as statx reports them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Timestamp {

@@ -205,7 +205,7 @@ fn check_archives(repo: &Repository, index: &Arc<Index>, report: &mut CheckRepor
                         if !index.contains(&c.id) {
                             missing
                                 .entry(c.id)
-                                .or_insert_with(|| crate::ingest::display_path(&item.path));
+                                .or_insert_with(|| crate::item::display_path(&item.path));
                         }
                     }
                 }

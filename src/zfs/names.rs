@@ -146,6 +146,20 @@ impl SnapshotName {
     }
 }
 
+/// The read-only clone a run makes of `snap` when the snapshot is not visible under
+/// `.zfs/snapshot`: a sibling of its dataset, `proxborg-clone-<leaf>-<snapshot time>`.
+pub fn clone_of(snap: &SnapshotName) -> Result<DatasetName, ZfsError> {
+    use super::argv::{CLONE_PREFIX, SNAPSHOT_PREFIX};
+    let ds = snap.dataset();
+    let parent = ds.parent().unwrap_or_else(|| ds.clone());
+    let name = format!(
+        "{CLONE_PREFIX}{}-{}",
+        ds.leaf(),
+        snap.snap().trim_start_matches(SNAPSHOT_PREFIX)
+    );
+    parent.child(&name)
+}
+
 impl std::fmt::Display for SnapshotName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -156,6 +170,16 @@ impl std::fmt::Display for SnapshotName {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_clone_is_a_sibling_named_after_its_snapshot() {
+        let s =
+            SnapshotName::new("rpool/data/subvol-100-disk-0@proxborg-20261206T120000Z").unwrap();
+        assert_eq!(
+            clone_of(&s).unwrap().as_str(),
+            "rpool/data/proxborg-clone-subvol-100-disk-0-20261206T120000Z"
+        );
+    }
 
     #[test]
     fn accepts_what_zfs_accepts() {

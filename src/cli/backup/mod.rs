@@ -1,16 +1,16 @@
-//! `proxborg [backup] TARGET...`: the main job. Reads the PVE state, plans (pure, `plan`),
-//! prints the plan with `--dry-run`, or runs each job with guards that undo snapshots, clones
-//! and freezes on every exit path. Exit 0 all fine, 1 warnings, 2 errors (per target; the run
-//! goes on unless `--exit-on-error`).
+//! `proxborg [backup] TARGET...`: the main job's command line. Merges flags with the
+//! settings file, plans through the engine (`--dry-run` prints the plan), runs the plan with
+//! the real host and shows what happens (`report`). Exit 0 all fine, 1 warnings, 2 errors
+//! (per target; the run goes on unless `--exit-on-error`), 130 interrupted.
 
-mod guard;
-mod jobs;
+mod report;
 
 use super::prune::KeepArgs;
 use super::{access, Global, Outcome};
+use crate::backup::{self, CacheOptions, Options, PruneOptions, Status, Stop};
 use crate::files_cache::Mode as FilesCacheMode;
-use crate::plan::{build_plan, render_plan, BackupPlan, Job, PlanOptions};
-use crate::pve::PveState;
+use crate::host::RealHost;
+use crate::plan::{render_plan, BackupPlan, Job, PlanOptions};
 use crate::repo::Compression;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -69,7 +69,7 @@ pub enum IdmapVia {
     Overlay,
 }
 
-pub fn pve_root() -> Result<PathBuf> {
+fn pve_root() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("PROXBORG_PVE_ROOT") {
         return Ok(PathBuf::from(p));
     }
@@ -90,36 +90,80 @@ pub fn run(global: &Global, mut args: Args) -> Result<Outcome> {
             crate::settings::default_path().display()
         );
     }
-    let root = pve_root()?;
-    let state = PveState::load(&root)
-        .with_context(|| format!("reading the PVE state under {}", root.display()))?;
-    let datasets = crate::host::zfs::list().context("listing ZFS datasets")?;
-    let plan = build_plan(
-        &state,
-        &datasets,
+    let host = RealHost::new(pve_root()?);
+    let plan = backup::plan(
+        &host,
         &args.targets,
         &PlanOptions {
             now: jiff::Zoned::now(),
             hostname_in_name: args.hostname_in_name || conf.hostname_in_name,
         },
-    );
+    )?;
     if args.dry_run {
         return print_plan(&plan, args.json);
     }
-    jobs::execute(global, &args, &plan)
+    let options = options(&args)?;
+    crate::host::interrupt::install().context("installing signal handlers")?;
+    let (mut repo, _lock, damaged) = access::open_locked(global, "backup")?;
+    let console = report::Console::new(args.progress);
+    let outcome = backup::run_plan(&host, &mut repo, &plan, &options, &console)?;
+    if outcome.stopped == Some(Stop::ExitOnError) && outcome.jobs.is_empty() {
+        bail!(
+            "stopping: {} targets cannot be backed up (--exit-on-error)",
+            plan.errors.len()
+        );
+    }
+    report::summary(&outcome, &plan);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&outcome.jobs)?);
+    }
+    match outcome.status() {
+        Status::Interrupted => bail!("interrupted; snapshots, clones and freezes were undone"),
+        Status::Failed => bail!(
+            "{} of {} backups failed",
+            outcome.errors,
+            outcome.attempted(plan.errors.len())
+        ),
+        Status::Warnings => Ok(Outcome::Warnings),
+        Status::Success if damaged > 0 => Ok(Outcome::Warnings),
+        Status::Success => Ok(Outcome::Success),
+    }
+}
+
+/// The engine's options: flags first, then the settings file.
+fn options(args: &Args) -> Result<Options> {
+    let conf = access::settings()?;
+    let prune = if args.prune || conf.prune {
+        let mut rules = args.keep.rules();
+        if rules.is_empty() {
+            rules = conf.keep.clone();
+        }
+        if rules.is_empty() {
+            bail!("--prune needs keep rules (--keep-daily etc., or keep-* in the settings file)");
+        }
+        Some(PruneOptions {
+            rules,
+            on_warnings: args.prune_on_warnings || conf.prune_on_warnings,
+        })
+    } else {
+        None
+    };
+    Ok(Options {
+        compression: args.compression.or(conf.compression),
+        excludes: conf.excludes.iter().chain(&args.exclude).cloned().collect(),
+        files_cache: CacheOptions {
+            mode: args.files_cache,
+            ttl: args.files_cache_ttl,
+        },
+        idmap_via_overlay: args.idmap_via == IdmapVia::Overlay,
+        prune,
+        exit_on_error: args.exit_on_error,
+    })
 }
 
 /// `proxborg cleanup`: leftovers of dead runs on this host, nothing else.
 pub fn cleanup() -> Result<Outcome> {
-    // Thaw first: a container frozen by a killed run is down for its users right now.
-    let mut removed = jobs::remove_dead_run_dirs(std::path::Path::new(jobs::RUN_BASE));
-    removed.extend(
-        crate::host::zfs::cleanup_dead_runs(&crate::repo::lock::host_name())?
-            .into_iter()
-            .map(|r| format!("removed {r}")),
-    );
-    // Emptied only now: a clone mounted in a run directory kept it until its destroy.
-    jobs::remove_dead_run_dirs(std::path::Path::new(jobs::RUN_BASE));
+    let removed = backup::cleanup(&RealHost::new(pve_root()?))?;
     for r in &removed {
         eprintln!("proxborg: {r}");
     }

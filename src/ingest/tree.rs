@@ -1,23 +1,35 @@
 //! Feeding a directory walk into an archive: the glue between `tree::walk`, the files cache
 //! and `ingest`. A file that cannot be read, vanished or changed while being read is a
-//! warning (exit 1) and the walk goes on; only repository failures stop the backup.
+//! warning (to the [`Observer`], counted in the archive's stats) and the walk goes on; only
+//! repository failures and interruption stop the backup.
 //!
 //! Files are read, cut and hashed on reader threads (`ingest::readers`) while the walk goes
 //! on; every entry is then added in walk order, so the archive is the same as one thread
 //! would make it. Messages are queued with the entries so they also keep the walk's order.
 
-use super::progress::Progress;
+use super::readers::{OrderedReads, Pending, Source};
+use super::{ArchiveBuilder, IngestError, Observer};
 use crate::files_cache::{FilesCache, Key};
 use crate::host::interrupt::Interruptible;
-use crate::ingest::readers::{OrderedReads, Pending, Source};
-use crate::ingest::{display_path, ArchiveBuilder, IngestError};
+use crate::item::display_path;
 use crate::item::pattern::Pattern;
 use crate::item::{Item, Kind};
 use crate::pve::idmap::{translate_attrs, translate_item, IdMap};
 use crate::tree::content::{self, FileContent};
-use crate::tree::walk::{walk, Entry, WalkEvent, WalkOptions};
-use anyhow::Result;
+use crate::tree::walk::{walk, Entry, WalkError, WalkEvent, WalkOptions};
 use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TreeError {
+    #[error(transparent)]
+    Walk(#[from] WalkError),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error("interrupted")]
+    Interrupted,
+}
+
+type Result<T, E = TreeError> = std::result::Result<T, E>;
 
 /// Entries queued ahead of the archive writer, and the bytes of their contents (a file
 /// longer than 4 chunks counts as 4: it streams). Bounds memory whatever the tree.
@@ -90,7 +102,7 @@ pub fn ingest_dir(
     builder: &mut ArchiveBuilder,
     source: &TreeSource,
     cache: &mut FilesCache,
-    progress: &Progress,
+    observer: &dyn Observer,
 ) -> Result<()> {
     let opts = WalkOptions {
         one_file_system: source.one_file_system,
@@ -110,16 +122,8 @@ pub fn ingest_dir(
                   cache: &mut FilesCache,
                   (queued, read): (Queued, Option<Pending>)|
      -> Result<()> {
-        finish_entry(builder, source, cache, queued, read)?;
-        let s = builder.stats();
-        progress.set(|| {
-            format!(
-                "{} files, {} read, {} new chunks",
-                s.files,
-                bytesize::ByteSize(s.original_size),
-                s.new_chunks
-            )
-        });
+        finish_entry(builder, source, cache, observer, queued, read)?;
+        observer.progress(builder.stats());
         Ok(())
     };
     // The walk (a stat, xattrs and ACLs per entry) runs on a thread of its own: on this one
@@ -141,7 +145,7 @@ pub fn ingest_dir(
         });
         for event in events.iter().flatten() {
             if crate::host::interrupt::interrupted() {
-                anyhow::bail!("interrupted");
+                return Err(TreeError::Interrupted);
             }
             match event {
                 WalkEvent::Warning(msg) => reads.push(Queued::Warning(msg), None),
@@ -234,7 +238,7 @@ fn queue_file(
 
 /// Fills `item`'s chunks (and sparse map) from the files cache when the file is unchanged
 /// and its blobs are all still in the repository; `false` means it must be read.
-pub(super) fn reuse_cached(
+pub fn reuse_cached(
     builder: &ArchiveBuilder,
     cache: &mut FilesCache,
     key: &Key,
@@ -256,6 +260,7 @@ fn finish_entry(
     builder: &mut ArchiveBuilder,
     source: &TreeSource,
     cache: &mut FilesCache,
+    observer: &dyn Observer,
     queued: Queued,
     read: Option<Pending>,
 ) -> Result<()> {
@@ -267,21 +272,23 @@ fn finish_entry(
                 translate_item(map, item)
             };
             for w in warnings {
-                super::warn(format!("{}: {w:?}", display_path(&item.path)));
-                builder.warn();
+                warn(
+                    builder,
+                    observer,
+                    format!("{}: {w:?}", display_path(&item.path)),
+                );
             }
         }
     };
     match queued {
         Queued::Warning(msg) => {
-            super::warn(msg);
-            builder.warn();
+            warn(builder, observer, msg);
             Ok(())
         }
         Queued::Plain(mut item) => {
             translate(builder, &mut item);
             let r = builder.add(item, None, false).map(drop);
-            soft(builder, r)
+            soft(builder, observer, r)
         }
         Queued::Known { mut item, linked } => {
             translate(builder, &mut item);
@@ -299,11 +306,19 @@ fn finish_entry(
             };
             if builder.has_link_target(target) {
                 let r = builder.add(item, None, false).map(drop);
-                soft(builder, r)
+                soft(builder, observer, r)
             } else {
                 // The group's first name was not stored (unreadable): this one carries the data.
                 item.kind = Kind::File;
-                add_file_now(builder, cache, &source.source_id, item, &fs_path, ino)
+                add_file_now(
+                    builder,
+                    cache,
+                    observer,
+                    &source.source_id,
+                    item,
+                    &fs_path,
+                    ino,
+                )
             }
         }
         Queued::Read {
@@ -316,12 +331,12 @@ fn finish_entry(
             let mut read = read.expect("a queued read has its pending content");
             let path = display_path(&item.path);
             if let Some(e) = read.open_error() {
-                super::warn(format!("{path}: {e}; not backed up"));
-                builder.warn();
+                warn(builder, observer, format!("{path}: {e}; not backed up"));
                 return Ok(());
             }
             let stored = builder.add_pieces(item, &mut read, linked);
-            after_read(builder, cache, key, ino, &path, stored, read.changed())
+            let changed = read.changed();
+            after_read(builder, cache, observer, (key, ino), &path, stored, changed)
         }
     }
 }
@@ -330,23 +345,23 @@ fn finish_entry(
 fn after_read(
     builder: &mut ArchiveBuilder,
     cache: &mut FilesCache,
-    key: Key,
-    ino: u64,
+    observer: &dyn Observer,
+    (key, ino): (Key, u64),
     path: &str,
     stored: Result<Item, IngestError>,
     changed: bool,
 ) -> Result<()> {
     if crate::host::interrupt::interrupted() {
-        anyhow::bail!("interrupted");
+        return Err(TreeError::Interrupted);
     }
     if changed {
-        super::warn(format!("{path}: changed while it was read; stored as read"));
-        builder.warn();
+        let msg = format!("{path}: changed while it was read; stored as read");
+        warn(builder, observer, msg);
     }
     match stored {
         Ok(item) if !changed => cache.remember(key, &item, ino),
         Ok(_) => {}
-        Err(e) => soft(builder, Err(e))?,
+        Err(e) => soft(builder, observer, Err(e))?,
     }
     Ok(())
 }
@@ -363,6 +378,7 @@ fn prefixed(prefix: &[u8], path: &[u8]) -> Vec<u8> {
 fn add_file_now(
     builder: &mut ArchiveBuilder,
     cache: &mut FilesCache,
+    observer: &dyn Observer,
     source_id: &str,
     mut item: Item,
     fs_path: &Path,
@@ -377,28 +393,36 @@ fn add_file_now(
     let file = match content::open_path(fs_path) {
         Ok(f) => f,
         Err(e) => {
-            super::warn(format!("{path}: {e}; not backed up"));
-            builder.warn();
+            warn(builder, observer, format!("{path}: {e}; not backed up"));
             return Ok(());
         }
     };
     let mut reader = Interruptible(FileContent::new(file, &item));
     let stored = builder.add(item, Some(&mut reader), true);
     let changed = reader.0.changed();
-    after_read(builder, cache, key, ino, &path, stored, changed)
+    after_read(builder, cache, observer, (key, ino), &path, stored, changed)
 }
 
 /// A read error of one entry is a warning; anything else (the repository) is fatal.
-fn soft(builder: &mut ArchiveBuilder, r: Result<(), IngestError>) -> Result<()> {
+fn soft(
+    builder: &mut ArchiveBuilder,
+    observer: &dyn Observer,
+    r: Result<(), IngestError>,
+) -> Result<()> {
     match r {
         Ok(()) => Ok(()),
         Err(e @ IngestError::Read { .. }) => {
-            super::warn(format!("{e}; not backed up"));
-            builder.warn();
+            warn(builder, observer, format!("{e}; not backed up"));
             Ok(())
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// A soft problem: told to the observer and counted in the archive's stats.
+fn warn(builder: &mut ArchiveBuilder, observer: &dyn Observer, message: String) {
+    observer.warning(message);
+    builder.warn();
 }
 
 #[cfg(test)]
@@ -490,7 +514,7 @@ mod tests {
                 lower: None,
             };
             let mut cache = FilesCache::disabled();
-            ingest_dir(&mut builder, &tree, &mut cache, &Progress::new(false)).unwrap();
+            ingest_dir(&mut builder, &tree, &mut cache, &super::super::Silent).unwrap();
             assert_eq!(builder.stats().warnings, 0);
             let cutter = builder.cutter().clone();
             builder.finish("a", Default::default()).unwrap();

@@ -9,6 +9,12 @@
 //! Blob reads, decryption, decompression and hashing run on the prefetcher's threads, ahead
 //! of the consumer, so a restore or tar writer keeps both cores busy while memory stays at
 //! `MAX_IN_FLIGHT` blobs whatever the archive size.
+//!
+//! On top of it: `export_tar` (an archive as a tar stream, vzdump's config first) and
+//! `extract` (into a directory, or files to a stream).
+
+pub mod export_tar;
+pub mod extract;
 
 use crate::item::filter::Selection;
 use crate::item::stream::ItemStreamReader;
@@ -184,7 +190,7 @@ fn produce(
             current: Vec::new(),
             pos: 0,
             remaining: item.stored_len(),
-            path: crate::ingest::display_path(&item.path),
+            path: crate::item::display_path(&item.path),
         };
         if tx.send(Ok(Entry { item, content })).is_err() {
             return;

@@ -1,0 +1,222 @@
+//! `create`: one source into one archive. A directory tree (its contents become the archive
+//! root, as `tar -C DIR .` would), a regular file (read by its data extents, its holes kept,
+//! skipped through the files cache when unchanged), a block device, or a stream (stdin).
+
+use super::events::JobReport;
+use super::{files_cache, save_files_cache, BackupError, CacheOptions, Sink};
+use crate::files_cache::FilesCache;
+use crate::host::interrupt::Interruptible;
+use crate::ingest::tree::{ingest_dir, reuse_cached, TreeSource};
+use crate::ingest::ArchiveBuilder;
+use crate::item::{Item, Kind, Timestamp};
+use crate::pve::idmap::IdMap;
+use crate::repo::{Compression, Manifest, ObjectId, Repository};
+use crate::tree::content::{self, FileContent};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+pub enum CreateSource {
+    /// A stream of unknown length, stored as one entry of this name.
+    Stream {
+        name: String,
+        reader: Box<dyn Read + Send>,
+    },
+    /// A directory, regular file or block device.
+    Path(PathBuf),
+}
+
+pub struct CreateRequest {
+    pub name: String,
+    pub source: CreateSource,
+    pub excludes: Vec<String>,
+    pub one_file_system: bool,
+    /// Record owners, ACLs and capabilities through this container id map.
+    pub idmap: Option<IdMap>,
+    pub compression: Option<Compression>,
+    pub files_cache: CacheOptions,
+}
+
+pub struct Created {
+    pub id: ObjectId,
+    pub manifest: Manifest,
+    /// Soft problems (each sent to the sink as it happened).
+    pub warnings: u64,
+}
+
+pub fn create(
+    repo: &Repository,
+    request: CreateRequest,
+    sink: &dyn Sink,
+) -> Result<Created, BackupError> {
+    crate::repo::archive::validate_name(&request.name)?;
+    if repo.find_archive(&request.name).is_ok() {
+        return Err(BackupError::Refused(format!(
+            "archive {:?} already exists",
+            request.name
+        )));
+    }
+    let report = JobReport::new(sink, &request.name);
+    let mut builder = ArchiveBuilder::new(repo, request.compression);
+    let mut metadata = BTreeMap::new();
+    let mut cache = None;
+    match request.source {
+        CreateSource::Stream { name, mut reader } => {
+            metadata.insert("kind".into(), "stream".into());
+            builder.add(stream_item(&name, None), Some(&mut reader), false)?;
+        }
+        CreateSource::Path(path) => {
+            let meta = std::fs::metadata(&path).map_err(|e| source_error(&path, e))?;
+            let source = std::fs::canonicalize(&path).map_err(|e| source_error(&path, e))?;
+            metadata.insert("source".into(), source.to_string_lossy().into());
+            let ft = meta.file_type();
+            let kind = if ft.is_dir() {
+                let mut c = files_cache(repo, request.files_cache);
+                let tree = TreeSource {
+                    root: &source,
+                    source_id: source.to_string_lossy().into_owned(),
+                    prefix: Vec::new(),
+                    excludes: &request.excludes,
+                    one_file_system: request.one_file_system,
+                    idmap: request.idmap.as_ref(),
+                    lower: None,
+                };
+                ingest_dir(&mut builder, &tree, &mut c, &report)?;
+                cache = Some(c);
+                "directory"
+            } else if ft.is_file() {
+                // A disk image or dump file: the files cache skips it when unchanged.
+                let mut c = files_cache(repo, request.files_cache);
+                add_regular_file(&mut builder, &mut c, &source, &meta, &report)?;
+                cache = Some(c);
+                "file"
+            } else if ft.is_block_device() {
+                // A block device's metadata says nothing about its contents: always read.
+                let file = std::fs::File::open(&source).map_err(|e| source_error(&source, e))?;
+                let mut data = Interruptible(file);
+                builder.add(
+                    stream_item(&entry_name(&source), Some(&meta)),
+                    Some(&mut data),
+                    false,
+                )?;
+                "block-device"
+            } else {
+                return Err(BackupError::Refused(format!(
+                    "source {}: not a directory, regular file or block device",
+                    path.display()
+                )));
+            };
+            metadata.insert("kind".into(), kind.into());
+        }
+    }
+    if crate::host::interrupt::interrupted() {
+        return Err(BackupError::Interrupted);
+    }
+    let (id, manifest) = builder.finish(&request.name, metadata)?;
+    if let Some(c) = cache {
+        save_files_cache(c, &report);
+    }
+    Ok(Created {
+        id,
+        manifest,
+        warnings: report.warnings(),
+    })
+}
+
+fn source_error(path: &Path, e: std::io::Error) -> BackupError {
+    BackupError::Host(crate::host::HostError::io(
+        format!("source {}", path.display()),
+        e,
+    ))
+}
+
+fn entry_name(source: &Path) -> String {
+    source
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "file".into())
+}
+
+/// One regular file as the archive's only entry. A read error is fatal here (unlike in a
+/// tree): the archive would be empty.
+fn add_regular_file(
+    builder: &mut ArchiveBuilder,
+    cache: &mut FilesCache,
+    source: &Path,
+    meta: &std::fs::Metadata,
+    report: &JobReport,
+) -> Result<(), BackupError> {
+    let file = std::fs::File::open(source).map_err(|e| source_error(source, e))?;
+    let key = FilesCache::key(&source.to_string_lossy(), b"");
+    let mut item = stream_item(&entry_name(source), Some(meta));
+    item.size = meta.len();
+    // A raw disk image on a thin filesystem is mostly holes: read only its data and keep
+    // the holes, as for the files of a tree.
+    if meta.blocks().saturating_mul(512) < meta.len() {
+        item.sparse = content::data_extents(&file, meta.len()).map_err(|e| {
+            BackupError::Host(crate::host::HostError::io(
+                format!("source {}: sparse map", source.display()),
+                e,
+            ))
+        })?;
+    }
+    if reuse_cached(builder, cache, &key, &mut item, meta.ino()) {
+        builder.add_known(item, false)?;
+        return Ok(());
+    }
+    let mut data = Interruptible(FileContent::new(file, &item));
+    let stored = builder.add(item, Some(&mut data), false)?;
+    if data.0.changed() {
+        // the same words as for a file of a tree
+        report.warn(format!(
+            "{}: changed while it was read; stored as read",
+            source.display()
+        ));
+        builder.warn();
+    } else {
+        cache.remember(key, &stored, meta.ino());
+    }
+    Ok(())
+}
+
+/// The one entry of a stream source: the file's metadata, or now and our ids for stdin.
+pub(super) fn stream_item(name: &str, meta: Option<&std::fs::Metadata>) -> Item {
+    let mut item = Item::new(name.as_bytes().to_vec(), Kind::File);
+    match meta {
+        Some(m) => {
+            item.mode = if m.file_type().is_file() {
+                m.mode() & 0o7777
+            } else {
+                0o600
+            };
+            item.uid = m.uid();
+            item.gid = m.gid();
+            item.mtime = Timestamp {
+                secs: m.mtime(),
+                nanos: m.mtime_nsec() as u32,
+            };
+            item.atime = Timestamp {
+                secs: m.atime(),
+                nanos: m.atime_nsec() as u32,
+            };
+            item.ctime = Timestamp {
+                secs: m.ctime(),
+                nanos: m.ctime_nsec() as u32,
+            };
+        }
+        None => {
+            let now = jiff::Timestamp::now();
+            item.mode = 0o600;
+            item.uid = rustix::process::geteuid().as_raw();
+            item.gid = rustix::process::getegid().as_raw();
+            item.mtime = Timestamp {
+                secs: now.as_second(),
+                nanos: now.subsec_nanosecond() as u32,
+            };
+            item.atime = item.mtime;
+            item.ctime = item.mtime;
+        }
+    }
+    item
+}

@@ -1,0 +1,205 @@
+//! A [`Host`] that records every call, for the engine's tests. It can be told to fail its
+//! N-th call, or to behave as if SIGTERM arrived during its N-th call (the call completes,
+//! then `interrupted()` is true, as with the real signal handler). Clones and overlay mounts
+//! are a small directory tree it makes; vzdump is a byte string.
+
+use crate::host::{CtState, GuestStream, Host, HostError, Taken};
+use crate::pve::{PveState, Vmid};
+use crate::zfs::argv::Destroyable;
+use crate::zfs::{DatasetName, SnapshotName, ZfsListEntry};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The call returns an error.
+    Fail,
+    /// The call succeeds; a signal arrives while it runs.
+    Interrupt,
+}
+
+pub struct RecordingHost {
+    calls: Arc<Mutex<Vec<String>>>,
+    fault: Option<(usize, Fault)>,
+    interrupted: Arc<AtomicBool>,
+    state: CtState,
+    /// What clones and overlays show.
+    tree: PathBuf,
+    vzdump: Vec<u8>,
+}
+
+impl RecordingHost {
+    pub fn new(tree: &Path, state: CtState) -> Self {
+        RecordingHost {
+            calls: Arc::default(),
+            fault: None,
+            interrupted: Arc::default(),
+            state,
+            tree: tree.to_path_buf(),
+            vzdump: b"VMA\0 a dump of the guest".repeat(1000),
+        }
+    }
+
+    pub fn with_fault(mut self, step: usize, fault: Fault) -> Self {
+        self.fault = Some((step, fault));
+        self
+    }
+
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    /// Records one call; `Err` if this is the call told to fail.
+    fn call(&self, what: String) -> Result<(), HostError> {
+        let mut calls = self.calls.lock().unwrap();
+        calls.push(what.clone());
+        match self.fault {
+            Some((n, Fault::Fail)) if n == calls.len() - 1 => {
+                Err(HostError::io(what, std::io::Error::other("told to fail")))
+            }
+            Some((n, Fault::Interrupt)) if n == calls.len() - 1 => {
+                self.interrupted.store(true, Ordering::SeqCst);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Host for RecordingHost {
+    fn pve_state(&self) -> Result<PveState, HostError> {
+        Err(HostError::Pve("not recorded".into()))
+    }
+
+    fn datasets(&self) -> Result<Vec<ZfsListEntry>, HostError> {
+        Ok(Vec::new())
+    }
+
+    fn dataset_guid(&self, dataset: &DatasetName) -> Result<String, HostError> {
+        self.call(format!("guid {dataset}"))?;
+        Ok(format!("guid-of-{dataset}"))
+    }
+
+    fn container_state(&self, vmid: Vmid) -> Result<CtState, HostError> {
+        self.call(format!("state {vmid}"))?;
+        Ok(self.state)
+    }
+
+    fn remove_leftovers(&self) -> Result<Vec<String>, HostError> {
+        self.call("remove leftovers".into())?;
+        Ok(Vec::new())
+    }
+
+    fn begin_run(&self) -> Result<(), HostError> {
+        self.call("begin run".into())
+    }
+
+    fn end_run(&self) {
+        let _ = self.call("end run".into());
+    }
+
+    fn freeze(&self, vmid: Vmid) -> Result<(), HostError> {
+        self.call(format!("freeze {vmid}"))
+    }
+
+    fn thaw(&self, vmid: Vmid) -> Result<(), HostError> {
+        self.call(format!("thaw {vmid}"))
+    }
+
+    fn sync(&self) {
+        let _ = self.call("sync".into());
+    }
+
+    fn snapshot(&self, snaps: &[SnapshotName]) -> Result<Taken, HostError> {
+        let names: Vec<&str> = snaps.iter().map(|s| s.as_str()).collect();
+        self.call(format!("snapshot {}", names.join(" ")))?;
+        Ok(Taken::Atomically)
+    }
+
+    fn snapshot_dir(&self, _mountpoint: &Path, snap: &SnapshotName) -> Option<PathBuf> {
+        // Like zfs-fuse: no `.zfs` directory, so every snapshot is read through a clone.
+        let _ = self.call(format!("look for {snap} in .zfs"));
+        None
+    }
+
+    fn clone_readonly(
+        &self,
+        snap: &SnapshotName,
+        clone: &DatasetName,
+    ) -> Result<PathBuf, HostError> {
+        self.call(format!("clone {snap} as {clone}"))?;
+        Ok(self.tree.clone())
+    }
+
+    fn destroy(&self, target: &Destroyable) -> Result<(), HostError> {
+        match target {
+            Destroyable::Snapshot(s) => self.call(format!("destroy snapshot {s}")),
+            Destroyable::Clone(c) => self.call(format!("destroy clone {c}")),
+        }
+    }
+
+    fn mount_idmapped(&self, lower: &Path, _mapping: &str) -> Result<PathBuf, HostError> {
+        self.call(format!("mount overlay on {}", lower.display()))?;
+        Ok(self.tree.clone())
+    }
+
+    fn unmount(&self, mountpoint: &Path) -> Result<(), HostError> {
+        self.call(format!("unmount {}", mountpoint.display()))
+    }
+
+    fn spawn_vzdump(&self, vmid: Vmid) -> Result<Box<dyn GuestStream>, HostError> {
+        self.call(format!("spawn vzdump {vmid}"))?;
+        Ok(Box::new(RecordedDump {
+            vmid,
+            data: std::io::Cursor::new(self.vzdump.clone()),
+            host: RecordingHost {
+                calls: self.calls.clone(),
+                fault: self.fault,
+                interrupted: self.interrupted.clone(),
+                state: self.state,
+                tree: self.tree.clone(),
+                vzdump: Vec::new(),
+            },
+            finished: false,
+        }))
+    }
+
+    fn interrupted(&self) -> bool {
+        self.interrupted.load(Ordering::SeqCst)
+    }
+}
+
+/// A vzdump being read: reads fail once a signal arrived (the real one is killed by the
+/// signal handler); dropped unfinished, it is killed.
+struct RecordedDump {
+    vmid: Vmid,
+    data: std::io::Cursor<Vec<u8>>,
+    host: RecordingHost,
+    finished: bool,
+}
+
+impl Read for RecordedDump {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.host.interrupted() {
+            return Err(std::io::Error::other("interrupted by a signal"));
+        }
+        self.data.read(buf)
+    }
+}
+
+impl GuestStream for RecordedDump {
+    fn finish(mut self: Box<Self>) -> Result<(), HostError> {
+        self.finished = true;
+        self.host.call(format!("vzdump {} exited", self.vmid))
+    }
+}
+
+impl Drop for RecordedDump {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.host.call(format!("kill vzdump {}", self.vmid));
+        }
+    }
+}
