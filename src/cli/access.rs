@@ -63,7 +63,7 @@ fn passphrase_from_env() -> Result<Zeroizing<String>> {
                 PathBuf::from(&file).display()
             )
         })?;
-        return Ok(Zeroizing::new(strip_newline(text)));
+        return Ok(first_line(text));
     }
     let conf = settings()?;
     if let Some(file) = &conf.passphrase_file {
@@ -73,7 +73,7 @@ fn passphrase_from_env() -> Result<Zeroizing<String>> {
                 file.display()
             )
         })?;
-        return Ok(Zeroizing::new(strip_newline(text)));
+        return Ok(first_line(text));
     }
     let cmd = std::env::var("PROXBORG_PASSPHRASE_COMMAND")
         .ok()
@@ -86,6 +86,13 @@ fn passphrase_from_env() -> Result<Zeroizing<String>> {
         return Ok(Zeroizing::new(strip_newline(text)));
     }
     bail!("set PROXBORG_PASSPHRASE, PROXBORG_PASSPHRASE_FILE or PROXBORG_PASSPHRASE_COMMAND, or passphrase-file in {}", settings::default_path().display())
+}
+
+/// A passphrase file's first line, without its line end (as the README says).
+fn first_line(text: String) -> Zeroizing<String> {
+    let text = Zeroizing::new(text);
+    let line = text.split('\n').next().unwrap_or_default();
+    Zeroizing::new(line.strip_suffix('\r').unwrap_or(line).to_string())
 }
 
 fn strip_newline(mut s: String) -> String {
@@ -163,3 +170,17 @@ fn open_at(global: &Global, path: &std::path::Path) -> Result<(Repository, u64)>
     Ok((repo, damaged))
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_passphrase_file_gives_its_first_line() {
+        for text in ["secret", "secret\n", "secret\r\n", "secret\nsecond line\n"] {
+            assert_eq!(
+                super::first_line(text.into()).as_str(),
+                "secret",
+                "{text:?}"
+            );
+        }
+        assert_eq!(super::first_line("\nsecret".into()).as_str(), "");
+    }
+}

@@ -2,15 +2,18 @@
 # guest.sh — proxborg's end-to-end checks on REAL OpenZFS; runs inside the qemu VM started by
 # tests/openzfs/run (busybox sh as PID 1's child, the 9p share at /mnt/host, proxborg in
 # /usr/local/bin). Each check prints `PASS name` or `FAIL name: reason`; the last line is
-# `SUMMARY pass=N fail=M`, which the host parses. Debian's busybox ash runs its own applets
+# `SUMMARY pass=N fail=M expected=E`, which the host parses: it fails unless every one of the
+# E checks this script defines reported (a check that neither passed nor failed is a bug). Debian's busybox ash runs its own applets
 # before PATH, so GNU tools are called by absolute path (/usr/bin/tar, /usr/bin/stat, ...).
 H=/mnt/host
 PASS=0 FAIL=0
+# How many PASS/FAIL lines a complete run prints; change it with the checks.
+EXPECTED_CHECKS=41
 pass() { echo "PASS $1"; PASS=$((PASS + 1)); }
 fail() { echo "FAIL $1: $2"; FAIL=$((FAIL + 1)); }
 up() { cut -d' ' -f1 /proc/uptime; }
 say() { echo "--- [$(up)s] $*"; }
-finish() { echo "SUMMARY pass=$PASS fail=$FAIL"; echo "SUMMARY pass=$PASS fail=$FAIL" > $H/summary; exit 0; }
+finish() { echo "SUMMARY pass=$PASS fail=$FAIL expected=$EXPECTED_CHECKS"; echo "SUMMARY pass=$PASS fail=$FAIL expected=$EXPECTED_CHECKS" > $H/summary; exit 0; }
 
 export PROXBORG_REPO=/rpool/repo/r PROXBORG_PASSPHRASE=openzfs-tier PROXBORG_TEST_FAST_KDF=1
 
