@@ -17,6 +17,7 @@ pub mod item;
 pub mod plan;
 pub mod pve;
 pub mod repo;
+pub mod restore;
 pub mod retention;
 pub mod retrieve;
 pub mod settings;

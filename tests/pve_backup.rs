@@ -661,3 +661,137 @@ fn a_container_left_frozen_by_a_killed_run_is_thawed_by_cleanup() {
         stderr(&again)
     );
 }
+
+#[test]
+fn restore_brings_containers_and_vms_back_in_one_step() {
+    let (_g, node) = node();
+    let s = Scratch::new();
+    s.init("none");
+    let backup = |target: &str| {
+        let out = run_node(node, &s, &[target, "--json"]);
+        assert!(code(&out) <= 1, "{target}: {}", stderr(&out));
+        first_archive(&out)
+    };
+    let owner = |p: &PathBuf, rel: &str| {
+        sh(&format!("stat -c %u:%g '{}/{rel}'", p.display()))
+            .trim()
+            .to_string()
+    };
+
+    // CT 100: unprivileged, rootfs and mp0 on local-zfs; the bind mount mp2 is left out.
+    let ct100 = backup("100:");
+    let out = run_node(node, &s, &["restore", &ct100, "121", "--print"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let printed = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        printed.starts_with(&format!(
+            "proxborg export-tar {ct100} - | pct restore 121 - --rootfs local-zfs:8"
+        )) && printed.contains(" --mp0 local-zfs:")
+            && printed.contains("mp=/srv/data")
+            && printed.trim_end().ends_with("--unprivileged 1"),
+        "{printed}"
+    );
+    assert!(stderr(&out).contains("note: mp2"), "{}", stderr(&out));
+    node.sh("pct destroy 121 >/dev/null 2>&1 || true");
+    let out = run_node(node, &s, &["restore", &ct100, "121"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let conf = std::fs::read_to_string(format!("{SIM_DIR}/etc/pve/lxc/121.conf")).unwrap();
+    assert!(
+        conf.contains("hostname: tank")
+            && conf.contains("unprivileged: 1")
+            && conf.contains("rootfs: local-zfs:subvol-121-disk-0,size=8G")
+            && conf.contains("mp=/srv/data"),
+        "{conf}"
+    );
+    let (old_root, new_root) = (
+        node.mountpoint("data/subvol-100-disk-0"),
+        node.mountpoint("data/subvol-121-disk-0"),
+    );
+    assert_eq!(
+        owner(&new_root, "etc/hostname"),
+        owner(&old_root, "etc/hostname")
+    );
+    let www = |root: &PathBuf| {
+        sh(&format!(
+            "cd '{}' && find . -uid 100033 | sort",
+            root.display()
+        ))
+    };
+    assert!(!www(&old_root).is_empty());
+    assert_eq!(www(&old_root), www(&new_root), "files of www-data differ");
+    let same = sh(&format!(
+        "diff -r '{}' '{}' && echo same",
+        node.mountpoint("data/subvol-100-disk-1").display(),
+        node.mountpoint("data/subvol-121-disk-1").display()
+    ));
+    assert_eq!(same.trim(), "same", "mp0 differs after restore");
+    // An existing guest is refused without --force, before anything is written.
+    let out = run_node(node, &s, &["restore", &ct100, "121"]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+    node.sh("pct destroy 121 >/dev/null 2>&1 || true");
+
+    // CT 102 maps ids through its own lxc.idmap: restored from a file so the map applies.
+    let ct102 = backup("102:");
+    let printed = String::from_utf8(s.ok(&["restore", &ct102, "122", "--print"]).stdout).unwrap();
+    assert!(
+        printed.contains("/var/tmp/vzdump-lxc-122-restore.tar"),
+        "{printed}"
+    );
+    node.sh("pct destroy 122 >/dev/null 2>&1 || true");
+    let out = run_node(
+        node,
+        &s,
+        &[
+            "restore",
+            &ct102,
+            "122",
+            "--tmpdir",
+            s.path("").to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (old_root, new_root) = (
+        node.mountpoint("data/subvol-102-disk-0"),
+        node.mountpoint("data/subvol-122-disk-0"),
+    );
+    for rel in ["etc/hostname", "home/shared.txt", "var/www/html/index.html"] {
+        assert_eq!(owner(&new_root, rel), owner(&old_root, rel), "{rel}");
+    }
+    let conf = std::fs::read_to_string(format!("{SIM_DIR}/etc/pve/lxc/122.conf")).unwrap();
+    assert!(conf.contains("lxc.idmap"), "{conf}");
+    let left = sh(&format!(
+        "ls {} | grep proxborg-restore || true",
+        s.path("").display()
+    ));
+    assert_eq!(left.trim(), "", "temporary tar left behind");
+    node.sh("pct destroy 122 >/dev/null 2>&1 || true");
+
+    // VM 200 through qmrestore; scsi1 (backup=0) is not in the dump.
+    let vm = backup("200");
+    let printed = String::from_utf8(s.ok(&["restore", &vm, "291", "--print"]).stdout).unwrap();
+    assert_eq!(
+        printed.trim(),
+        format!("proxborg extract {vm} --stdout | qmrestore - 291")
+    );
+    let out = run_node(node, &s, &["restore", &vm, "291", "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for (from, to) in [("0", "0"), ("2", "1")] {
+        let same = node.sh(&format!(
+            "cmp $PROXBORG_SIM_DIR/vz/images/200/vm-200-disk-{from}.raw $PROXBORG_SIM_DIR/vz/images/291/vm-291-disk-{to}.raw && echo same"
+        ));
+        assert_eq!(same.trim(), "same", "disk {from} differs after restore");
+    }
+    node.sh(
+        "rm -rf $PROXBORG_SIM_DIR/vz/images/291 $PROXBORG_PVE_ROOT/nodes/*/qemu-server/291.conf",
+    );
+    // A plain archive is not a guest.
+    assert_success(&s.create_stdin("notes", b"x"), &["create"]);
+    let out = run_node(node, &s, &["restore", "notes", "123"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        stderr(&out).contains("not a backup of a guest"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -3,7 +3,7 @@
 //! then `interrupted()` is true, as with the real signal handler). Clones and overlay mounts
 //! are a small directory tree it makes; vzdump is a byte string.
 
-use crate::host::{CtState, GuestStream, Host, HostError, Taken};
+use crate::host::{CtState, GuestInput, GuestStream, Host, HostError, Taken};
 use crate::pve::{PveState, Vmid};
 use crate::zfs::argv::Destroyable;
 use crate::zfs::{DatasetName, SnapshotName, ZfsListEntry};
@@ -166,8 +166,41 @@ impl Host for RecordingHost {
         }))
     }
 
+    fn pct_restore(
+        &self,
+        vmid: Vmid,
+        source: &str,
+        _args: &[String],
+    ) -> Result<Box<dyn GuestInput>, HostError> {
+        self.call(format!("pct restore {vmid} {source}"))?;
+        Ok(Box::new(Discard))
+    }
+
+    fn qmrestore(&self, args: &[String]) -> Result<Box<dyn GuestInput>, HostError> {
+        self.call(format!("qmrestore {}", args.join(" ")))?;
+        Ok(Box::new(Discard))
+    }
+
     fn interrupted(&self) -> bool {
         self.interrupted.load(Ordering::SeqCst)
+    }
+}
+
+/// A restore that takes everything and keeps nothing.
+struct Discard;
+
+impl std::io::Write for Discard {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl GuestInput for Discard {
+    fn finish(self: Box<Self>) -> Result<(), HostError> {
+        Ok(())
     }
 }
 

@@ -18,6 +18,7 @@ mod init;
 mod list;
 mod progress;
 mod prune;
+mod restore;
 mod vzdump_hook;
 
 use clap::{Parser, Subcommand};
@@ -70,6 +71,8 @@ enum Command {
     Extract(extract::Args),
     /// Write an archive as a tar stream that `pct restore` and GNU tar accept
     ExportTar(export_tar::Args),
+    /// Restore a guest backup as a new container or VM (pct restore / qmrestore)
+    Restore(restore::Args),
     /// Verify the repository's structure and, with --verify-data, its contents
     Check(check::Args),
     /// Delete archives (their space is freed by a later compact)
@@ -118,6 +121,7 @@ fn dispatch(global: &Global, command: Command) -> anyhow::Result<Outcome> {
         Command::Info(a) => info::run(cli.global, a),
         Command::Extract(a) => extract::run(cli.global, a),
         Command::ExportTar(a) => export_tar::run(cli.global, a),
+        Command::Restore(a) => restore::run(cli.global, a),
         Command::Check(a) => check::run(cli.global, a),
         Command::Delete(a) => delete::run(cli.global, a),
         Command::Prune(a) => prune::run(cli.global, a),

@@ -22,6 +22,7 @@ pub mod zfs;
 
 pub use guest::CtState;
 pub use real::RealHost;
+pub use runner::FeedChild;
 
 use crate::pve::{PveState, Vmid};
 use crate::zfs::argv::Destroyable;
@@ -66,6 +67,13 @@ pub enum Taken {
 /// A guest's dump as it is being written (vzdump --stdout): read it to the end, then
 /// `finish` says whether the program succeeded. Dropped unfinished, the program is stopped.
 pub trait GuestStream: Read + Send {
+    fn finish(self: Box<Self>) -> Result<(), HostError>;
+}
+
+/// A guest restore being fed (`pct restore -`, `qmrestore -`): write the archive, then
+/// `finish` says whether the program succeeded. Dropped unfinished, its input is closed (the
+/// program sees a truncated archive and cleans up, as after any failed restore).
+pub trait GuestInput: std::io::Write + Send {
     fn finish(self: Box<Self>) -> Result<(), HostError>;
 }
 
@@ -114,6 +122,17 @@ pub trait Host {
     fn unmount(&self, mountpoint: &Path) -> Result<(), HostError>;
     /// `vzdump VMID --stdout` (uncompressed, snapshot mode), read as it is written.
     fn spawn_vzdump(&self, vmid: Vmid) -> Result<Box<dyn GuestStream>, HostError>;
+
+    /// `pct restore VMID SOURCE ARGS...`: SOURCE is `-` (the tar is written to the returned
+    /// input) or a tar file (the input is then left empty).
+    fn pct_restore(
+        &self,
+        vmid: Vmid,
+        source: &str,
+        args: &[String],
+    ) -> Result<Box<dyn GuestInput>, HostError>;
+    /// `qmrestore ARGS...` with the VMA written to the returned input (`ARGS` start `- VMID`).
+    fn qmrestore(&self, args: &[String]) -> Result<Box<dyn GuestInput>, HostError>;
 
     /// A signal asked the run to stop: the engine stops at its next step and undoes.
     fn interrupted(&self) -> bool;

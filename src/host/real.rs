@@ -6,8 +6,10 @@
 //! frozen that container and not yet thawed it. A directory whose pid is gone belongs to a
 //! dead run: `remove_leftovers` thaws its containers, unmounts its overlays and removes it.
 
-use super::runner::StreamChild;
-use super::{guest, overlay, zfs as hzfs, CtState, GuestStream, Host, HostError, Taken};
+use super::runner::{FeedChild, StreamChild};
+use super::{
+    guest, overlay, zfs as hzfs, CtState, GuestInput, GuestStream, Host, HostError, Taken,
+};
 use crate::pve::{PveState, Vmid};
 use crate::zfs::argv::Destroyable;
 use crate::zfs::{DatasetName, SnapshotName, ZfsListEntry};
@@ -197,8 +199,36 @@ impl Host for RealHost {
         Ok(Box::new(StreamChild::spawn(&argv)?))
     }
 
+    fn pct_restore(
+        &self,
+        vmid: Vmid,
+        source: &str,
+        args: &[String],
+    ) -> Result<Box<dyn GuestInput>, HostError> {
+        let mut argv = vec![
+            "pct".to_string(),
+            "restore".to_string(),
+            vmid.0.to_string(),
+            source.to_string(),
+        ];
+        argv.extend_from_slice(args);
+        Ok(Box::new(FeedChild::spawn(&argv)?))
+    }
+
+    fn qmrestore(&self, args: &[String]) -> Result<Box<dyn GuestInput>, HostError> {
+        let mut argv = vec!["qmrestore".to_string()];
+        argv.extend_from_slice(args);
+        Ok(Box::new(FeedChild::spawn(&argv)?))
+    }
+
     fn interrupted(&self) -> bool {
         super::interrupt::interrupted()
+    }
+}
+
+impl GuestInput for FeedChild {
+    fn finish(self: Box<Self>) -> Result<(), HostError> {
+        Ok(FeedChild::finish(*self)?)
     }
 }
 

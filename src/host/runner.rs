@@ -186,6 +186,85 @@ impl Drop for StreamChild {
     }
 }
 
+/// A running program fed through its stdin (`pct restore -`, `qmrestore -`). Its own output
+/// goes to proxborg's stderr, so stdout stays clean for scripts. `finish` closes stdin and
+/// checks the exit status; dropping it unfinished closes stdin and waits, so the program sees
+/// a truncated stream and cleans up after itself rather than being killed half way.
+pub struct FeedChild {
+    cmd: String,
+    argv: Vec<String>,
+    started: Instant,
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+}
+
+impl FeedChild {
+    pub fn spawn(argv: &[String]) -> Result<FeedChild, RunError> {
+        use std::os::fd::AsFd;
+        let spawn_err = |source| RunError::Spawn {
+            cmd: shown(argv),
+            source,
+        };
+        let to_stderr = std::io::stderr()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(spawn_err)?;
+        let mut child = command(argv)?
+            .stdin(Stdio::piped())
+            .stdout(Stdio::from(to_stderr))
+            .spawn()
+            .map_err(spawn_err)?;
+        let stdin = child.stdin.take();
+        Ok(FeedChild {
+            cmd: shown(argv),
+            argv: argv.to_vec(),
+            started: Instant::now(),
+            child,
+            stdin,
+        })
+    }
+
+    /// Closes stdin, waits for the program; an error if it failed.
+    pub fn finish(mut self) -> Result<(), RunError> {
+        drop(self.stdin.take());
+        let status = self.child.wait().map_err(|source| RunError::Spawn {
+            cmd: self.cmd.clone(),
+            source,
+        })?;
+        log_ran(&self.argv, self.started, &status.to_string());
+        if status.success() {
+            return Ok(());
+        }
+        Err(RunError::Failed {
+            cmd: self.cmd.clone(),
+            status: status.to_string(),
+            stderr: "see its messages above".into(),
+        })
+    }
+}
+
+impl std::io::Write for FeedChild {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &mut self.stdin {
+            Some(s) => s.write(buf),
+            None => Err(std::io::Error::from(std::io::ErrorKind::BrokenPipe)),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.stdin {
+            Some(s) => s.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for FeedChild {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +284,20 @@ mod tests {
         let e = run(&argv(&["sh", "-c", "echo one >&2; echo two >&2; exit 3"])).unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("sh -c") && msg.ends_with("one / two"), "{msg}");
+    }
+
+    #[test]
+    fn a_fed_program_reads_what_is_written_and_its_status_counts() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        let script = format!("cat > '{}'", out.display());
+        let mut child = FeedChild::spawn(&argv(&["sh", "-c", &script])).unwrap();
+        child.write_all(b"some bytes").unwrap();
+        child.finish().unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"some bytes");
+        let failing = FeedChild::spawn(&argv(&["sh", "-c", "cat >/dev/null; exit 3"])).unwrap();
+        assert!(failing.finish().is_err());
     }
 
     #[test]

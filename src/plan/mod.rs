@@ -6,6 +6,7 @@
 pub mod build;
 pub mod names;
 pub mod render;
+pub mod restore;
 pub mod target;
 
 pub use build::{build_plan, PlanOptions};

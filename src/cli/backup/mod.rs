@@ -69,7 +69,7 @@ pub enum IdmapVia {
     Overlay,
 }
 
-fn pve_root() -> Result<PathBuf> {
+pub(super) fn pve_root() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("PROXBORG_PVE_ROOT") {
         return Ok(PathBuf::from(p));
     }
