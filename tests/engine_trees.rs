@@ -167,3 +167,78 @@ fn files_cache_skips_unchanged_files_and_notices_changes() {
     s.ok(&["create", "e", src_s]);
     assert!(s.ok(&["extract", "e", "f1", "--stdout"]).stdout == new);
 }
+
+#[test]
+fn diff_lists_exactly_the_changes_made_between_two_backups() {
+    let s = Scratch::new();
+    s.init("none");
+    let src = s.path("src");
+    for d in ["etc", "srv/data", "var/www"] {
+        std::fs::create_dir_all(src.join(d)).unwrap();
+    }
+    let write = |p: &str, data: &[u8]| std::fs::write(src.join(p), data).unwrap();
+    write("etc/hostname", b"tank\n");
+    write("etc/hosts", b"127.0.0.1 localhost\n");
+    write("srv/data/big", &noise(3 << 20, 1));
+    write("srv/data/old.log", b"old");
+    write("var/www/index.html", b"<html>");
+    write("var/www/run.sh", b"#!/bin/sh\n");
+    s.ok(&["create", "before", src.to_str().unwrap()]);
+
+    // The changes: content (with a new size), a new file, a removed one, mode, owner, ACL,
+    // xattr. Reading a file moves nothing the diff compares.
+    write("etc/hosts", b"127.0.0.1 localhost tank\n");
+    write("srv/data/new.bin", &noise(5000, 2));
+    std::fs::remove_file(src.join("srv/data/old.log")).unwrap();
+    sh(&format!(
+        "chmod 755 '{}'",
+        src.join("var/www/run.sh").display()
+    ));
+    sh(&format!(
+        "chown 33:33 '{}'",
+        src.join("var/www/index.html").display()
+    ));
+    sh(&format!(
+        "setfacl -m u:1000:rw '{}'",
+        src.join("etc/hostname").display()
+    ));
+    sh(&format!(
+        "setfattr -n user.tag -v x '{}'",
+        src.join("srv/data/big").display()
+    ));
+    let _ = std::fs::read(src.join("srv/data/big")).unwrap();
+    s.ok(&["create", "after", src.to_str().unwrap()]);
+
+    let out = String::from_utf8(s.ok(&["diff", "before", "after"]).stdout).unwrap();
+    let lines: Vec<String> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            // The named entry brings a mask, which is the group bits of the mode.
+            "[mode: 0644 -> 0664] [acl] ./etc/hostname",
+            "[content: 20 B -> 25 B] ./etc/hosts",
+            "[xattrs] ./srv/data/big",
+            "added 4.9 KiB ./srv/data/new.bin",
+            "removed 3 B ./srv/data/old.log",
+            "[owner: 0:0 -> 33:33] ./var/www/index.html",
+            "[mode: 0644 -> 0755] ./var/www/run.sh",
+        ],
+        "{out}"
+    );
+    // Only a subtree, and as JSON.
+    let out =
+        String::from_utf8(s.ok(&["diff", "before", "after", "srv", "--json"]).stdout).unwrap();
+    let changes: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(changes.len(), 3, "{out}");
+    assert_eq!(changes[1]["path"], "./srv/data/new.bin");
+    assert_eq!(changes[1]["changes"][0]["type"], "added");
+    assert_eq!(changes[1]["changes"][0]["size"], 5000);
+    // An archive compared with itself has no differences.
+    assert!(s.ok(&["diff", "after", "after"]).stdout.is_empty());
+}

@@ -10,6 +10,7 @@ mod compact;
 mod config;
 mod create;
 mod delete;
+mod diff;
 mod export_tar;
 mod extract;
 mod generate;
@@ -71,6 +72,8 @@ enum Command {
     Extract(extract::Args),
     /// Write an archive as a tar stream that `pct restore` and GNU tar accept
     ExportTar(export_tar::Args),
+    /// What changed between two archives (added, removed, content, mode, owner, ACL, xattrs)
+    Diff(diff::Args),
     /// Restore a guest backup as a new container or VM (pct restore / qmrestore)
     Restore(restore::Args),
     /// Verify the repository's structure and, with --verify-data, its contents
@@ -122,6 +125,7 @@ fn dispatch(global: &Global, command: Command) -> anyhow::Result<Outcome> {
         Command::Extract(a) => extract::run(cli.global, a),
         Command::ExportTar(a) => export_tar::run(cli.global, a),
         Command::Restore(a) => restore::run(cli.global, a),
+        Command::Diff(a) => diff::run(cli.global, a),
         Command::Check(a) => check::run(cli.global, a),
         Command::Delete(a) => delete::run(cli.global, a),
         Command::Prune(a) => prune::run(cli.global, a),

@@ -10,9 +10,10 @@
 //! of the consumer, so a restore or tar writer keeps both cores busy while memory stays at
 //! `MAX_IN_FLIGHT` blobs whatever the archive size.
 //!
-//! On top of it: `export_tar` (an archive as a tar stream, vzdump's config first) and
-//! `extract` (into a directory, or files to a stream).
+//! On top of it: `export_tar` (an archive as a tar stream, vzdump's config first),
+//! `extract` (into a directory, or files to a stream) and `diff` (two archives' item streams).
 
+pub mod diff;
 pub mod export_tar;
 pub mod extract;
 
