@@ -13,7 +13,9 @@
 
 use crate::host::{GuestInput, Host, HostError};
 use crate::item::filter::Selection;
-use crate::plan::restore::{container_restore, vm_restore_args, RestoreOptions, RestorePlanError};
+use crate::plan::restore::{
+    container_restore, flags, vm_restore_args, RestoreOptions, RestorePlanError,
+};
 use crate::pve::Vmid;
 use crate::repo::{Manifest, RepoError, Repository};
 use crate::retrieve::export_tar::{export_tar, TarCompression, TarExportError};
@@ -75,19 +77,9 @@ pub fn plan(
                 notes: r.notes,
             })
         }
-        (Some("lxc"), true) => {
-            let mut args = Vec::new();
-            if let Some(s) = &options.storage {
-                args.extend(["--storage".to_string(), s.clone()]);
-            }
-            if options.force {
-                args.extend(["--force".to_string(), "1".to_string()]);
-            }
-            if options.unique {
-                args.extend(["--unique".to_string(), "1".to_string()]);
-            }
-            Ok(RestorePlan::ContainerDump { args })
-        }
+        (Some("lxc"), true) => Ok(RestorePlan::ContainerDump {
+            args: flags(options, true),
+        }),
         (Some("qemu"), true) => {
             if !manifest.name.ends_with(".vma") {
                 return Err(RestoreError::Refused(format!(

@@ -86,12 +86,7 @@ pub fn container_restore(
     if conf.unprivileged() {
         args.extend(["--unprivileged".to_string(), "1".to_string()]);
     }
-    if options.force {
-        args.extend(["--force".to_string(), "1".to_string()]);
-    }
-    if options.unique {
-        args.extend(["--unique".to_string(), "1".to_string()]);
-    }
+    args.extend(flags(options, false));
     let via_file = conf.main.lxc_values("lxc.idmap").next().is_some();
     Ok(ContainerRestore {
         args,
@@ -103,7 +98,15 @@ pub fn container_restore(
 /// `qmrestore - VMID` and its options (the archive comes on stdin).
 pub fn vm_restore_args(vmid: Vmid, options: &RestoreOptions) -> Vec<String> {
     let mut args = vec!["-".to_string(), vmid.0.to_string()];
-    if let Some(s) = &options.storage {
+    args.extend(flags(options, true));
+    args
+}
+
+/// `--storage S` (where the tool takes it as the target of every volume), `--force 1`,
+/// `--unique 1`: the same spelling for `pct restore` and `qmrestore`.
+pub fn flags(options: &RestoreOptions, with_storage: bool) -> Vec<String> {
+    let mut args = Vec::new();
+    if let (true, Some(s)) = (with_storage, &options.storage) {
         args.extend(["--storage".to_string(), s.clone()]);
     }
     if options.force {
