@@ -22,4 +22,5 @@ pub mod retention;
 pub mod retrieve;
 pub mod settings;
 pub mod tree;
+pub mod vma;
 pub mod zfs;
