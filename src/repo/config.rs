@@ -3,10 +3,11 @@
 //! mode and (repokey) the wrapped master key.
 //!
 //! Whoever holds the storage can edit it, so in an encrypted repository every field is covered
-//! by `mac`: keyed BLAKE3 (a key derived from the master key) over the canonical encoding of
-//! the parsed config without `mac` (`mac_input`). It is verified on open, after the key is
-//! unwrapped; an edited field, a swapped key or a dropped `mac` in a repository the client
-//! knows as authenticated is refused. An unencrypted config has no key to authenticate with;
+//! by `mac`: keyed BLAKE3 (a key derived from the master key) over the config's JSON object
+//! without `mac`, in a canonical form (`mac_input`: keys sorted, compact). Fields this version
+//! does not know are covered too, so a newer writer's additions still verify here and an
+//! attacker's do not. It is verified on open, after the key is unwrapped; an edited field, a
+//! swapped key or a dropped `mac` in a repository the client knows as authenticated is refused. An unencrypted config has no key to authenticate with;
 //! the client's security record (`trust`) is what stops it from being a downgrade.
 
 use super::compression::Compression;
@@ -146,31 +147,26 @@ impl RepoConfig {
         Ok(c)
     }
 
-    /// What `mac` authenticates: a domain tag, then the config without `mac` as compact JSON
-    /// of the parsed values (field order is the struct's, so the encoding is canonical).
-    pub fn mac_input(&self) -> Vec<u8> {
-        let mut c = self.clone();
-        c.mac = None;
-        let mut v = b"proxborg config mac v1\n".to_vec();
-        v.extend_from_slice(&serde_json::to_vec(&c).expect("config serializes"));
-        v
-    }
-
     /// Sets `mac` for this config's current contents (none when unencrypted).
     pub fn authenticate(&mut self, crypto: &Crypto) {
+        self.mac = None;
+        let value = serde_json::to_value(&*self).expect("config serializes");
         self.mac = crypto
-            .config_mac(&self.mac_input())
+            .config_mac(&mac_input(value))
             .map(|h| h.to_hex().to_string());
     }
 
-    /// Checks `mac` against the unlocked key. `Ok(true)`: present and valid; `Ok(false)`: an
-    /// encrypted config written before configs were authenticated (the caller decides, with
-    /// the security record, whether that is acceptable).
-    pub fn verify(&self, crypto: &Crypto) -> Result<bool> {
-        let Some(expected) = crypto.config_mac(&self.mac_input()) else {
+    /// Checks `mac` against the unlocked key; `raw` is the config file this was parsed from.
+    /// `Ok(true)`: present and valid; `Ok(false)`: unencrypted, or an encrypted config written
+    /// before configs were authenticated (the caller decides, with the security record,
+    /// whether that is acceptable).
+    pub fn verify(&self, raw: &[u8], crypto: &Crypto) -> Result<bool> {
+        let Some(mac) = &self.mac else {
             return Ok(false);
         };
-        let Some(mac) = &self.mac else {
+        let value: serde_json::Value =
+            serde_json::from_slice(raw).map_err(|e| RepoError::corrupt("config", e.to_string()))?;
+        let Some(expected) = crypto.config_mac(&mac_input(value)) else {
             return Ok(false);
         };
         let found = blake3::Hash::from_hex(mac).map_err(|_| {
@@ -191,6 +187,32 @@ impl RepoConfig {
         v.push(b'\n');
         v
     }
+}
+
+/// What `mac` authenticates: a domain tag, then the config object without `mac`, every
+/// object's keys sorted, as compact JSON.
+fn mac_input(mut config: serde_json::Value) -> Vec<u8> {
+    fn sorted(v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => {
+                let mut entries: Vec<_> = m.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                serde_json::Value::Object(
+                    entries.into_iter().map(|(k, v)| (k, sorted(v))).collect(),
+                )
+            }
+            serde_json::Value::Array(a) => {
+                serde_json::Value::Array(a.into_iter().map(sorted).collect())
+            }
+            other => other,
+        }
+    }
+    if let Some(m) = config.as_object_mut() {
+        m.remove("mac");
+    }
+    let mut v = b"proxborg config mac v1\n".to_vec();
+    v.extend_from_slice(&serde_json::to_vec(&sorted(config)).expect("JSON serializes"));
+    v
 }
 
 #[cfg(test)]
@@ -222,7 +244,7 @@ mod tests {
     fn every_field_of_an_encrypted_config_is_authenticated() {
         let (c, crypto) = keyfile_sample();
         let parsed = RepoConfig::parse(&c.to_bytes()).unwrap();
-        assert!(parsed.verify(&crypto).unwrap());
+        assert!(parsed.verify(&c.to_bytes(), &crypto).unwrap());
         let edits: [fn(&mut RepoConfig); 5] = [
             |c| c.id = RepoId::from_bytes(&[0xcd; 16]),
             |c| c.chunker.avg /= 2,
@@ -233,9 +255,10 @@ mod tests {
         for edit in edits {
             let mut bad = parsed.clone();
             edit(&mut bad);
-            let err = RepoConfig::parse(&bad.to_bytes())
+            let raw = bad.to_bytes();
+            let err = RepoConfig::parse(&raw)
                 .unwrap()
-                .verify(&crypto)
+                .verify(&raw, &crypto)
                 .unwrap_err()
                 .to_string();
             assert!(
@@ -245,11 +268,33 @@ mod tests {
         }
         // another key's MAC does not verify either
         let other = Crypto::encrypted(super::super::key::Keys::derive(&[7u8; 32]));
-        assert!(parsed.verify(&other).is_err());
+        assert!(parsed.verify(&c.to_bytes(), &other).is_err());
         // a config without one (written before MACs existed) is for the caller to judge
         let mut old = parsed.clone();
         old.mac = None;
-        assert!(!old.verify(&crypto).unwrap());
+        assert!(!old.verify(&old.to_bytes(), &crypto).unwrap());
+    }
+
+    #[test]
+    fn fields_this_version_does_not_know_are_authenticated_too() {
+        let (c, crypto) = keyfile_sample();
+        let mut v = serde_json::to_value(&c).unwrap();
+        // a newer proxborg's addition, with its MAC: parses (ignored) and verifies
+        v["future"] = serde_json::json!({"b": 1, "a": [2, 3]});
+        let mac = crypto.config_mac(&mac_input(v.clone())).unwrap();
+        v["mac"] = mac.to_hex().to_string().into();
+        let raw = serde_json::to_vec_pretty(&v).unwrap();
+        assert!(RepoConfig::parse(&raw)
+            .unwrap()
+            .verify(&raw, &crypto)
+            .unwrap());
+        // the same field slipped in by someone without the key does not
+        v["future"]["b"] = 2.into();
+        let raw = serde_json::to_vec(&v).unwrap();
+        assert!(RepoConfig::parse(&raw)
+            .unwrap()
+            .verify(&raw, &crypto)
+            .is_err());
     }
 
     #[test]

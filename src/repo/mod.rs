@@ -177,7 +177,7 @@ impl Repository {
         // A config without a MAC is one written before configs were authenticated: accepted
         // unless the record says this repository had one (checked above), and recorded as
         // unauthenticated. `save_config` adds the MAC.
-        let authenticated = config.verify(&crypto)?;
+        let authenticated = config.verify(&raw, &crypto)?;
         if let Some(t) = trust {
             t.remember(
                 known.as_ref(),
