@@ -415,7 +415,8 @@ fn read_varint(r: &mut impl Read, hasher: &mut blake3::Hasher) -> Option<u64> {
 
 /// The client cache directory for a repository: `PROXBORG_CACHE_DIR`, else
 /// `$XDG_CACHE_HOME/proxborg`, else `/var/cache/proxborg` for root and `~/.cache/proxborg`.
-pub fn cache_dir(repo_id: &str) -> PathBuf {
+/// The id is a `RepoId`, so it is hex and can only name a directory inside the base.
+pub fn cache_dir(repo_id: &crate::repo::RepoId) -> PathBuf {
     let base = if let Some(d) = std::env::var_os("PROXBORG_CACHE_DIR") {
         PathBuf::from(d)
     } else if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
@@ -426,7 +427,7 @@ pub fn cache_dir(repo_id: &str) -> PathBuf {
         let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
         PathBuf::from(home).join(".cache/proxborg")
     };
-    base.join(repo_id)
+    base.join(repo_id.as_str())
 }
 
 #[cfg(test)]

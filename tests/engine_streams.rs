@@ -68,7 +68,7 @@ fn wrong_passphrase_and_no_plaintext_in_repo() {
         "{}",
         stderr(&out)
     );
-    let out = run(proxborg().env("PROXBORG_REPO", s.repo()).args(["list"]));
+    let out = run(s.cmd().env_remove("PROXBORG_PASSPHRASE").args(["list"]));
     assert_eq!(code(&out), 2);
     assert!(
         stderr(&out).contains("PROXBORG_PASSPHRASE"),
@@ -77,13 +77,15 @@ fn wrong_passphrase_and_no_plaintext_in_repo() {
     );
     // The right passphrase, from a file and from a command.
     std::fs::write(s.path("pass"), format!("{PASS}\n")).unwrap();
-    let out = run(proxborg()
-        .env("PROXBORG_REPO", s.repo())
+    let out = run(s
+        .cmd()
+        .env_remove("PROXBORG_PASSPHRASE")
         .env("PROXBORG_PASSPHRASE_FILE", s.path("pass"))
         .args(["extract", "m", "--stdout"]));
     assert!(out.status.success() && out.stdout == marker);
-    let out = run(proxborg()
-        .env("PROXBORG_REPO", s.repo())
+    let out = run(s
+        .cmd()
+        .env_remove("PROXBORG_PASSPHRASE")
         .env(
             "PROXBORG_PASSPHRASE_COMMAND",
             format!("cat {}", s.path("pass").display()),

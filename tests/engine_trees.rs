@@ -119,6 +119,7 @@ fn unreadable_file_is_a_warning_and_the_archive_is_still_made() {
             src.display()
         ))
         .env("PROXBORG_REPO", s.repo())
+        .env("PROXBORG_SECURITY_DIR", s.path("security"))
         .env("PROXBORG_TEST_FAST_KDF", "1")
         .output()
         .expect("capsh missing: apt-get install libcap2-bin");

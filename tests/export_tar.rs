@@ -56,9 +56,8 @@ fn privileged_restore_of_the_stream_matches_the_source() {
     let piped = s.path("piped");
     std::fs::create_dir(&piped).unwrap();
     sh(&format!(
-        "{} --repo '{}' export-tar t - | {}",
-        env!("CARGO_BIN_EXE_proxborg"),
-        s.repo().display(),
+        "{} export-tar t - | {}",
+        s.bin(),
         pct_restore_tar(&piped)
     ));
     assert_same(
@@ -151,9 +150,8 @@ fn gnu_tars_own_pax_archive_and_ours_restore_identically() {
     std::fs::create_dir(&ours).unwrap();
     std::fs::create_dir(&theirs).unwrap();
     sh(&format!(
-        "{} --repo '{}' export-tar t - | {}",
-        env!("CARGO_BIN_EXE_proxborg"),
-        s.repo().display(),
+        "{} export-tar t - | {}",
+        s.bin(),
         pct_restore_tar(&ours)
     ));
     sh(&format!(

@@ -7,7 +7,8 @@ use super::Global;
 use crate::repo::backend::local::LocalDir;
 use crate::repo::key::WrappedKey;
 use crate::repo::lock::{Lock, LockKind};
-use crate::repo::{Credentials, RepoError, Repository};
+use crate::repo::trust::TrustStore;
+use crate::repo::{Credentials, RepoError, RepoId, Repository};
 use crate::settings::{self, Settings};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -23,7 +24,9 @@ impl Credentials for EnvCredentials {
     }
 
     fn key_file(&self, repo_id: &str) -> Result<WrappedKey, RepoError> {
-        let path = key_file_path(repo_id);
+        let id = RepoId::parse(repo_id)
+            .ok_or_else(|| RepoError::Invalid(format!("invalid repository id {repo_id:?}")))?;
+        let path = key_file_path(&id);
         let text = std::fs::read(&path).map_err(|e| {
             RepoError::NeedPassphrase(format!(
                 "key file {} of this keyfile repository: {e}",
@@ -102,14 +105,14 @@ fn strip_newline(mut s: String) -> String {
     s
 }
 
-pub fn key_file_path(repo_id: &str) -> PathBuf {
+pub fn key_file_path(repo_id: &RepoId) -> PathBuf {
     if let Some(p) = std::env::var_os("PROXBORG_KEY_FILE") {
         return PathBuf::from(p);
     }
     let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
     PathBuf::from(home)
         .join(".config/proxborg/keys")
-        .join(repo_id)
+        .join(repo_id.as_str())
 }
 
 pub fn repo_path(global: &Global) -> Result<PathBuf> {
@@ -141,13 +144,14 @@ pub fn open(global: &Global) -> Result<(Repository, u64)> {
     open_at(global, &path)
 }
 
-/// Takes a shared lock (see `repo::lock`), then opens the repository, so the index it loads
-/// stays valid for as long as the lock is held.
+/// Verifies the repository (nothing is written to one that is refused), takes a shared lock
+/// (see `repo::lock`), then loads the index, so it stays valid for as long as the lock is held.
 pub fn open_locked(global: &Global, command: &str) -> Result<(Repository, Lock, u64)> {
     let path = repo_path(global)?;
     if !path.is_dir() {
         bail!("repository {}: no such directory", path.display());
     }
+    let repo = unlock(global, &path)?;
     let lock = Lock::acquire(
         backend(global)?,
         LockKind::Shared,
@@ -156,12 +160,26 @@ pub fn open_locked(global: &Global, command: &str) -> Result<(Repository, Lock, 
         &mut |m| super::warn(m),
     )
     .with_context(|| format!("repository {}", path.display()))?;
-    let (repo, damaged) = open_at(global, &path)?;
+    let (repo, damaged) = load_index(repo, &path)?;
     Ok((repo, lock, damaged))
 }
 
 fn open_at(global: &Global, path: &std::path::Path) -> Result<(Repository, u64)> {
-    let repo = Repository::open(backend(global)?, &EnvCredentials)
+    load_index(unlock(global, path)?, path)
+}
+
+/// Opens and verifies against this client's security record (`repo::trust`).
+fn unlock(global: &Global, path: &std::path::Path) -> Result<Repository> {
+    Repository::unlock(
+        backend(global)?,
+        &EnvCredentials,
+        Some(&TrustStore::from_env()),
+    )
+    .with_context(|| format!("repository {}", path.display()))
+}
+
+fn load_index(mut repo: Repository, path: &std::path::Path) -> Result<(Repository, u64)> {
+    repo.reload_index()
         .with_context(|| format!("repository {}", path.display()))?;
     for d in repo.damaged_indexes() {
         super::warn(format!("skipping damaged index file: {d}"));

@@ -32,6 +32,8 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
         &access::EnvCredentials,
     )
     .with_context(|| format!("repository {}", path.display()))?;
+    repo.remember_in(&crate::repo::trust::TrustStore::from_env())
+        .context("recording the new repository in this client's security record")?;
     if let Some(wrapped) = keyfile {
         let key_path = access::key_file_path(&repo.config().id);
         write_key_file(&key_path, &wrapped)?;

@@ -1,9 +1,19 @@
 //! The repository config: the one plaintext, mutable object (`config`, JSON). It says how to
 //! read everything else: format version, chunker parameters, default compression, encryption
 //! mode and (repokey) the wrapped master key.
+//!
+//! Whoever holds the storage can edit it, so in an encrypted repository every field is covered
+//! by `mac`: keyed BLAKE3 (a key derived from the master key) over the config's JSON object
+//! without `mac`, in a canonical form (`mac_input`: keys sorted, compact). Fields this version
+//! does not know are covered too, so a newer writer's additions still verify here and an
+//! attacker's do not. It is verified on open, after the key is unwrapped; an edited field, a
+//! swapped key or a dropped `mac` in a repository the client knows as authenticated is refused. An unencrypted config has no key to authenticate with;
+//! the client's security record (`trust`) is what stops it from being a downgrade.
 
 use super::compression::Compression;
+use super::crypto::Crypto;
 use super::error::{RepoError, Result};
+use super::id::RepoId;
 use super::key::WrappedKey;
 use serde::{Deserialize, Serialize};
 
@@ -88,8 +98,8 @@ impl std::fmt::Display for EncryptionMode {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepoConfig {
     pub format: u32,
-    /// Random, hex; names the client cache directory and the key file.
-    pub id: String,
+    /// Random, hex; names the client cache directory, the security record and the key file.
+    pub id: RepoId,
     pub chunker: ChunkerParams,
     pub compression: Compression,
     pub encryption: EncryptionMode,
@@ -98,6 +108,10 @@ pub struct RepoConfig {
     pub key: Option<WrappedKey>,
     #[serde(default)]
     pub append_only: bool,
+    /// Encrypted repositories: hex keyed BLAKE3 of `mac_input` (see the module comment).
+    /// Absent in configs written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 impl RepoConfig {
@@ -124,7 +138,48 @@ impl RepoConfig {
                 "repokey mode needs exactly one wrapped key",
             ));
         }
+        if c.encryption == EncryptionMode::None && c.mac.is_some() {
+            return Err(RepoError::corrupt(
+                "config",
+                "an unencrypted repository has no authentication code",
+            ));
+        }
         Ok(c)
+    }
+
+    /// Sets `mac` for this config's current contents (none when unencrypted).
+    pub fn authenticate(&mut self, crypto: &Crypto) {
+        self.mac = None;
+        let value = serde_json::to_value(&*self).expect("config serializes");
+        self.mac = crypto
+            .config_mac(&mac_input(value))
+            .map(|h| h.to_hex().to_string());
+    }
+
+    /// Checks `mac` against the unlocked key; `raw` is the config file this was parsed from.
+    /// `Ok(true)`: present and valid; `Ok(false)`: unencrypted, or an encrypted config written
+    /// before configs were authenticated (the caller decides, with the security record,
+    /// whether that is acceptable).
+    pub fn verify(&self, raw: &[u8], crypto: &Crypto) -> Result<bool> {
+        let Some(mac) = &self.mac else {
+            return Ok(false);
+        };
+        let value: serde_json::Value =
+            serde_json::from_slice(raw).map_err(|e| RepoError::corrupt("config", e.to_string()))?;
+        let Some(expected) = crypto.config_mac(&mac_input(value)) else {
+            return Ok(false);
+        };
+        let found = blake3::Hash::from_hex(mac).map_err(|_| {
+            RepoError::corrupt("config", "authentication code is not 64 hex digits")
+        })?;
+        // blake3::Hash compares in constant time
+        if found != expected {
+            return Err(RepoError::corrupt(
+                "config",
+                "authentication failed: it was changed without the repository key, or damaged",
+            ));
+        }
+        Ok(true)
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -134,6 +189,32 @@ impl RepoConfig {
     }
 }
 
+/// What `mac` authenticates: a domain tag, then the config object without `mac`, every
+/// object's keys sorted, as compact JSON.
+fn mac_input(mut config: serde_json::Value) -> Vec<u8> {
+    fn sorted(v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(m) => {
+                let mut entries: Vec<_> = m.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                serde_json::Value::Object(
+                    entries.into_iter().map(|(k, v)| (k, sorted(v))).collect(),
+                )
+            }
+            serde_json::Value::Array(a) => {
+                serde_json::Value::Array(a.into_iter().map(sorted).collect())
+            }
+            other => other,
+        }
+    }
+    if let Some(m) = config.as_object_mut() {
+        m.remove("mac");
+    }
+    let mut v = b"proxborg config mac v1\n".to_vec();
+    v.extend_from_slice(&serde_json::to_vec(&sorted(config)).expect("JSON serializes"));
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,12 +222,96 @@ mod tests {
     fn sample() -> RepoConfig {
         RepoConfig {
             format: FORMAT_VERSION,
-            id: "ab".repeat(16),
+            id: RepoId::from_bytes(&[0xab; 16]),
             chunker: ChunkerParams::CONTENT,
             compression: Compression::default(),
             encryption: EncryptionMode::None,
             key: None,
             append_only: false,
+            mac: None,
+        }
+    }
+
+    fn keyfile_sample() -> (RepoConfig, Crypto) {
+        let mut c = sample();
+        c.encryption = EncryptionMode::Keyfile;
+        let crypto = Crypto::encrypted(super::super::key::Keys::derive(&[6u8; 32]));
+        c.authenticate(&crypto);
+        (c, crypto)
+    }
+
+    #[test]
+    fn every_field_of_an_encrypted_config_is_authenticated() {
+        let (c, crypto) = keyfile_sample();
+        let parsed = RepoConfig::parse(&c.to_bytes()).unwrap();
+        assert!(parsed.verify(&c.to_bytes(), &crypto).unwrap());
+        let edits: [fn(&mut RepoConfig); 5] = [
+            |c| c.id = RepoId::from_bytes(&[0xcd; 16]),
+            |c| c.chunker.avg /= 2,
+            |c| c.compression = Compression::None,
+            |c| c.append_only = true,
+            |c| c.format = 0,
+        ];
+        for edit in edits {
+            let mut bad = parsed.clone();
+            edit(&mut bad);
+            let raw = bad.to_bytes();
+            let err = RepoConfig::parse(&raw)
+                .unwrap()
+                .verify(&raw, &crypto)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("config") && err.contains("authentication failed"),
+                "{err}"
+            );
+        }
+        // another key's MAC does not verify either
+        let other = Crypto::encrypted(super::super::key::Keys::derive(&[7u8; 32]));
+        assert!(parsed.verify(&c.to_bytes(), &other).is_err());
+        // a config without one (written before MACs existed) is for the caller to judge
+        let mut old = parsed.clone();
+        old.mac = None;
+        assert!(!old.verify(&old.to_bytes(), &crypto).unwrap());
+    }
+
+    #[test]
+    fn fields_this_version_does_not_know_are_authenticated_too() {
+        let (c, crypto) = keyfile_sample();
+        let mut v = serde_json::to_value(&c).unwrap();
+        // a newer proxborg's addition, with its MAC: parses (ignored) and verifies
+        v["future"] = serde_json::json!({"b": 1, "a": [2, 3]});
+        let mac = crypto.config_mac(&mac_input(v.clone())).unwrap();
+        v["mac"] = mac.to_hex().to_string().into();
+        let raw = serde_json::to_vec_pretty(&v).unwrap();
+        assert!(RepoConfig::parse(&raw)
+            .unwrap()
+            .verify(&raw, &crypto)
+            .unwrap());
+        // the same field slipped in by someone without the key does not
+        v["future"]["b"] = 2.into();
+        let raw = serde_json::to_vec(&v).unwrap();
+        assert!(RepoConfig::parse(&raw)
+            .unwrap()
+            .verify(&raw, &crypto)
+            .is_err());
+    }
+
+    #[test]
+    fn an_unencrypted_config_carries_no_mac() {
+        let (mut c, _) = keyfile_sample();
+        c.encryption = EncryptionMode::None;
+        assert!(RepoConfig::parse(&c.to_bytes()).is_err());
+    }
+
+    #[test]
+    fn ids_that_are_not_hex_are_refused_when_parsed() {
+        for id in ["../../etc/x", "/root/x"] {
+            let text = String::from_utf8(sample().to_bytes())
+                .unwrap()
+                .replace(&"ab".repeat(16), id);
+            let err = RepoConfig::parse(text.as_bytes()).unwrap_err().to_string();
+            assert!(err.contains("invalid repository id"), "{err}");
         }
     }
 

@@ -43,6 +43,18 @@ impl Crypto {
         self.keys.is_some()
     }
 
+    /// Authentication code of the config's protected fields; `None` when unencrypted.
+    pub fn config_mac(&self, input: &[u8]) -> Option<blake3::Hash> {
+        self.keys
+            .as_ref()
+            .map(|k| blake3::keyed_hash(&k.config_mac, input))
+    }
+
+    /// The master key's fingerprint (hex; see `Keys::fingerprint`); `None` when unencrypted.
+    pub fn key_fingerprint(&self) -> Option<String> {
+        self.keys.as_ref().map(|k| super::key::hex(&k.fingerprint))
+    }
+
     pub fn cdc_seed(&self) -> u64 {
         self.keys.as_ref().map_or(0, |k| k.cdc_seed)
     }

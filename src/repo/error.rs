@@ -32,6 +32,9 @@ pub enum RepoError {
     Locked(String),
     #[error("{0}")]
     Invalid(String),
+    /// The repository differs from what the client's security record remembers (`trust`).
+    #[error("{0}")]
+    Changed(String),
     #[error("background worker failed: {0}")]
     Worker(String),
 }

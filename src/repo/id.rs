@@ -68,6 +68,67 @@ impl ChunkId {
     }
 }
 
+/// A repository's id: 32 lowercase hex digits (16 random bytes), from `config`. It names
+/// client-side directories (files cache, security record, key file), so it is validated when
+/// the config is parsed: an id like `../../etc/x` or `/root/x` never reaches a path.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct RepoId(String);
+
+impl RepoId {
+    pub const LEN: usize = 32;
+
+    pub fn parse(s: &str) -> Option<Self> {
+        let ok = s.len() == Self::LEN && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        ok.then(|| RepoId(s.to_string()))
+    }
+
+    pub fn from_bytes(b: &[u8; 16]) -> Self {
+        RepoId(b.iter().map(|x| format!("{x:02x}")).collect())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for RepoId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for RepoId {
+    fn as_ref(&self) -> &std::path::Path {
+        std::path::Path::new(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for RepoId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        RepoId::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "invalid repository id {s:?} (expected {} lowercase hex digits)",
+                RepoId::LEN
+            ))
+        })
+    }
+}
+
+impl fmt::Debug for RepoId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RepoId({})", self.0)
+    }
+}
+
+impl fmt::Display for RepoId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 impl fmt::Debug for ChunkId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ChunkId({})", &self.to_hex()[..16])
@@ -90,6 +151,27 @@ mod tests {
         fn hex_round_trip(bytes in any::<[u8; 32]>()) {
             let id = ChunkId(bytes);
             prop_assert_eq!(ChunkId::from_hex(&id.to_hex()), Some(id));
+        }
+    }
+
+    #[test]
+    fn repository_ids_are_32_lowercase_hex_digits_and_nothing_else() {
+        let good = "0123456789abcdef".repeat(2);
+        assert_eq!(RepoId::parse(&good).unwrap().as_str(), good);
+        assert_eq!(RepoId::from_bytes(&[0xab; 16]).as_str(), "ab".repeat(16));
+        for bad in [
+            "",
+            "../../etc/x",
+            "/root/x",
+            &"A".repeat(32),
+            &"a".repeat(31),
+            &"a".repeat(33),
+            &format!("{}/", "a".repeat(31)),
+            &format!("..{}", "a".repeat(30)),
+        ] {
+            assert!(RepoId::parse(bad).is_none(), "{bad:?}");
+            let json = serde_json::to_string(bad).unwrap();
+            assert!(serde_json::from_str::<RepoId>(&json).is_err(), "{bad:?}");
         }
     }
 

@@ -19,6 +19,12 @@ pub struct Keys {
     pub id: [u8; 32],
     /// Seed for the chunker's gear table, so chunk sizes do not fingerprint content.
     pub cdc_seed: u64,
+    /// BLAKE3 key for the config's authentication code (`RepoConfig::mac`).
+    pub config_mac: [u8; 32],
+    /// Names the master key without revealing it (a BLAKE3 KDF output, one-way): the client's
+    /// security record compares it, so a repository whose key was swapped is refused. The
+    /// same whatever passphrase the key is wrapped under.
+    pub fingerprint: [u8; 32],
 }
 
 impl Drop for Keys {
@@ -26,6 +32,7 @@ impl Drop for Keys {
         self.enc.zeroize();
         self.id.zeroize();
         self.cdc_seed.zeroize();
+        self.config_mac.zeroize();
     }
 }
 
@@ -36,6 +43,8 @@ impl Keys {
             enc: blake3::derive_key("proxborg 2026-11 blob-enc v1", master),
             id: blake3::derive_key("proxborg 2026-11 chunk-id v1", master),
             cdc_seed: u64::from_le_bytes(seed[..8].try_into().expect("8 bytes")),
+            config_mac: blake3::derive_key("proxborg 2026-12 config-mac v1", master),
+            fingerprint: blake3::derive_key("proxborg 2026-12 key-fingerprint v1", master),
         }
     }
 }
@@ -62,17 +71,30 @@ pub struct WrappedKey {
 /// setting). The lanes run in parallel (argon2's `parallel` feature), so an unlock takes
 /// ~0.05 s on two cores instead of ~0.09 s with one lane; keys record their costs, so older
 /// one-lane keys still open.
-/// Tests may lower it through `PROXBORG_TEST_FAST_KDF` so suites stay quick; never set it in use.
 fn default_kdf(salt: &[u8; 16]) -> KdfParams {
-    let fast = std::env::var_os("PROXBORG_TEST_FAST_KDF").is_some();
+    let fast = test_fast_kdf();
     KdfParams {
         algorithm: "argon2id".into(),
-        m_cost_kib: if fast { 64 } else { 64 * 1024 },
-        t_cost: if fast { 1 } else { 3 },
+        m_cost_kib: if fast { 64 } else { MIN_M_COST_KIB },
+        t_cost: if fast { 1 } else { MIN_T_COST },
         p_cost: if fast { 1 } else { 4 },
         salt: hex(salt),
     }
 }
+
+/// `PROXBORG_TEST_FAST_KDF` makes new keys cheap and lifts the minimum costs, so test suites
+/// stay quick. It exists only in builds with debug assertions (the test binaries); a release
+/// build ignores it, so the shipped binary never makes a weak key or accepts one.
+pub fn test_fast_kdf() -> bool {
+    cfg!(debug_assertions) && std::env::var_os("PROXBORG_TEST_FAST_KDF").is_some()
+}
+
+/// The weakest key a release build opens: RFC 9106's second recommended option (Argon2id,
+/// m = 64 MiB, t = 3) with any number of lanes. Lanes are not a cost floor: they split the
+/// same memory and passes across threads (p = 1 takes longer for us and no less for an
+/// attacker), and keys of earlier proxborg versions have one lane.
+pub const MIN_M_COST_KIB: u32 = 64 * 1024;
+pub const MIN_T_COST: u32 = 3;
 
 pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     let mut b = [0u8; N];
@@ -81,7 +103,8 @@ pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     Ok(b)
 }
 
-fn kek(passphrase: &[u8], kdf: &KdfParams) -> Result<Zeroizing<[u8; 32]>> {
+/// `floor`: refuse costs below `MIN_*` (always, except in a test build with the fast switch).
+fn kek(passphrase: &[u8], kdf: &KdfParams, floor: bool) -> Result<Zeroizing<[u8; 32]>> {
     if kdf.algorithm != "argon2id" {
         return Err(RepoError::Invalid(format!(
             "unknown key derivation {:?}",
@@ -96,6 +119,16 @@ fn kek(passphrase: &[u8], kdf: &KdfParams) -> Result<Zeroizing<[u8; 32]>> {
             "key",
             format!(
                 "Argon2 costs out of range (m={} KiB, t={}, p={})",
+                kdf.m_cost_kib, kdf.t_cost, kdf.p_cost
+            ),
+        ));
+    }
+    if floor && (kdf.m_cost_kib < MIN_M_COST_KIB || kdf.t_cost < MIN_T_COST) {
+        return Err(RepoError::corrupt(
+            "key",
+            format!(
+                "Argon2id costs too low (m={} KiB, t={}, p={}; at least m={MIN_M_COST_KIB} KiB, \
+                 t={MIN_T_COST}): a key made by a test build, or a weakened one",
                 kdf.m_cost_kib, kdf.t_cost, kdf.p_cost
             ),
         ));
@@ -120,7 +153,7 @@ pub fn wrap(master: &[u8; 32], passphrase: &[u8]) -> Result<WrappedKey> {
 }
 
 fn wrap_with(master: &[u8; 32], passphrase: &[u8], kdf: KdfParams) -> Result<WrappedKey> {
-    let k = kek(passphrase, &kdf)?;
+    let k = kek(passphrase, &kdf, false)?;
     let nonce: [u8; 24] = random_bytes()?;
     let cipher = XChaCha20Poly1305::new((&*k).into());
     let ct = cipher
@@ -135,6 +168,10 @@ fn wrap_with(master: &[u8; 32], passphrase: &[u8], kdf: KdfParams) -> Result<Wra
 }
 
 pub fn unwrap(w: &WrappedKey, passphrase: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+    unwrap_with(w, passphrase, !test_fast_kdf())
+}
+
+fn unwrap_with(w: &WrappedKey, passphrase: &[u8], floor: bool) -> Result<Zeroizing<[u8; 32]>> {
     let blob =
         unhex(&w.wrapped).ok_or_else(|| RepoError::corrupt("key", "wrapped key is not hex"))?;
     if blob.len() != 24 + 32 + 16 {
@@ -143,7 +180,7 @@ pub fn unwrap(w: &WrappedKey, passphrase: &[u8]) -> Result<Zeroizing<[u8; 32]>> 
             "wrapped key has the wrong length",
         ));
     }
-    let k = kek(passphrase, &w.kdf)?;
+    let k = kek(passphrase, &w.kdf, floor)?;
     let cipher = XChaCha20Poly1305::new((&*k).into());
     let nonce = XNonce::try_from(&blob[..24]).expect("24 bytes");
     let plain = Zeroizing::new(
@@ -200,17 +237,50 @@ mod tests {
         for p in [1, 4] {
             let w = wrap_with(&master, b"pw", costs(p, 256)).unwrap();
             assert_eq!(w.kdf.p_cost, p);
-            assert_eq!(*unwrap(&w, b"pw").unwrap(), master);
+            assert_eq!(*unwrap_with(&w, b"pw", false).unwrap(), master);
         }
         let mut w = wrap_with(&master, b"pw", costs(1, 256)).unwrap();
         w.kdf.m_cost_kib = u32::MAX;
-        let err = unwrap(&w, b"pw").unwrap_err().to_string();
+        let err = unwrap_with(&w, b"pw", false).unwrap_err().to_string();
         assert!(err.contains("out of range"), "{err}");
+    }
+
+    #[test]
+    fn keys_below_the_minimum_costs_are_refused_before_hashing() {
+        let master = [5u8; 32];
+        let kdf = |m_cost_kib, t_cost, p_cost| KdfParams {
+            algorithm: "argon2id".into(),
+            m_cost_kib,
+            t_cost,
+            p_cost,
+            salt: hex(&[4u8; 16]),
+        };
+        // cheap keys (a test build's) and ones a notch below either floor
+        for (m, t) in [(64, 1), (MIN_M_COST_KIB - 1024, 3), (MIN_M_COST_KIB, 2)] {
+            let w = wrap_with(&master, b"pw", kdf(m, t, 1)).unwrap();
+            let err = unwrap_with(&w, b"pw", true).unwrap_err().to_string();
+            assert!(err.contains("costs too low"), "{err}");
+        }
+        // the floor itself opens, with one lane (keys of earlier versions) as with four
+        let w = wrap_with(&master, b"pw", kdf(MIN_M_COST_KIB, MIN_T_COST, 1)).unwrap();
+        assert_eq!(*unwrap_with(&w, b"pw", true).unwrap(), master);
+    }
+
+    #[test]
+    fn new_keys_have_at_least_the_minimum_costs_unless_a_test_build_asks() {
+        let k = default_kdf(&[0; 16]);
+        let full = k.m_cost_kib >= MIN_M_COST_KIB && k.t_cost >= MIN_T_COST;
+        assert!(full || (cfg!(debug_assertions) && test_fast_kdf()));
     }
 
     #[test]
     fn derived_keys_differ() {
         let k = Keys::derive(&[1u8; 32]);
-        assert_ne!(k.enc, k.id);
+        let all = [k.enc, k.id, k.config_mac, k.fingerprint];
+        for (i, a) in all.iter().enumerate() {
+            assert!(all[i + 1..].iter().all(|b| a != b));
+        }
+        assert_eq!(k.fingerprint, Keys::derive(&[1u8; 32]).fingerprint);
+        assert_ne!(k.fingerprint, Keys::derive(&[2u8; 32]).fingerprint);
     }
 }

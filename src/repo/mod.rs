@@ -25,13 +25,14 @@ pub mod key;
 pub mod lock;
 pub mod pack;
 pub mod reader;
+pub mod trust;
 pub mod writer;
 
 pub use archive::{ArchiveStats, Manifest};
 pub use compression::Compression;
 pub use config::{ChunkerParams, EncryptionMode, RepoConfig};
 pub use error::{RepoError, Result};
-pub use id::{ChunkId, ObjectId};
+pub use id::{ChunkId, ObjectId, RepoId};
 pub use pack::BlobKind;
 pub use writer::{BlobWriter, WriteStats};
 
@@ -41,6 +42,7 @@ use crypto::Crypto;
 use index::{Index, IndexFile};
 use key::{Keys, WrappedKey};
 use std::sync::Arc;
+use trust::TrustStore;
 use zeroize::Zeroizing;
 
 /// An archive file's id and its decoded manifest.
@@ -90,9 +92,9 @@ impl Repository {
                 (Crypto::encrypted(Keys::derive(&master)), Some(wrapped))
             }
         };
-        let config = RepoConfig {
+        let mut config = RepoConfig {
             format: config::FORMAT_VERSION,
-            id: key::hex(&key::random_bytes::<16>()?),
+            id: RepoId::from_bytes(&key::random_bytes::<16>()?),
             chunker: ChunkerParams::CONTENT,
             compression: opts.compression,
             encryption: opts.encryption,
@@ -102,7 +104,9 @@ impl Repository {
                 None
             },
             append_only: opts.append_only,
+            mac: None,
         };
+        config.authenticate(&crypto);
         backend.replace("config", &config.to_bytes())?;
         let repo = Repository {
             backend,
@@ -119,7 +123,27 @@ impl Repository {
         Ok((repo, keyfile))
     }
 
+    /// Opens a repository and loads its index, without consulting a security record (library
+    /// users and tests; the command line uses `unlock` with the client's `TrustStore`).
     pub fn open(backend: Arc<dyn Backend>, creds: &dyn Credentials) -> Result<Self> {
+        let mut repo = Self::unlock(backend, creds, None)?;
+        repo.reload_index()?;
+        Ok(repo)
+    }
+
+    /// Reads and verifies the config, unlocks the key, and (with `trust`) compares the
+    /// repository with what this client remembers of it, recording it on first use. Writes
+    /// nothing to the repository and loads no index: call `reload_index` next (after taking a
+    /// lock, if the caller needs one), so a refused repository never sees a lock object.
+    ///
+    /// Order: parse (the id is validated before anything uses it), the record's key-free
+    /// checks (a downgrade is refused before a passphrase is asked for), unwrap the key, the
+    /// key fingerprint, the config's MAC, then record.
+    pub fn unlock(
+        backend: Arc<dyn Backend>,
+        creds: &dyn Credentials,
+        trust: Option<&TrustStore>,
+    ) -> Result<Self> {
         let raw = match backend.get("config") {
             Ok(r) => r,
             Err(RepoError::NotFound(_)) => {
@@ -128,6 +152,11 @@ impl Repository {
             Err(e) => return Err(e),
         };
         let config = RepoConfig::parse(&raw)?;
+        let location = backend.canonical_location();
+        let known = match trust {
+            Some(t) => t.check_claims(&config, &location)?,
+            None => None,
+        };
         let crypto = match config.encryption {
             EncryptionMode::None => Crypto::plain(),
             mode => {
@@ -142,15 +171,43 @@ impl Repository {
                 Crypto::encrypted(Keys::derive(&master))
             }
         };
-        let mut repo = Repository {
+        if let (Some(t), Some(rec)) = (trust, &known) {
+            t.check_key(rec, &crypto)?;
+        }
+        // A config without a MAC is one written before configs were authenticated: accepted
+        // unless the record says this repository had one (checked above), and recorded as
+        // unauthenticated. `save_config` adds the MAC.
+        let authenticated = config.verify(&raw, &crypto)?;
+        if let Some(t) = trust {
+            t.remember(
+                known.as_ref(),
+                &config,
+                &crypto,
+                authenticated,
+                &location,
+                false,
+            )?;
+        }
+        Ok(Repository {
             backend,
             config,
             crypto,
             index: Arc::new(Index::default()),
             damaged_indexes: Vec::new(),
-        };
-        repo.reload_index()?;
-        Ok(repo)
+        })
+    }
+
+    /// Makes `trust` remember this repository as its own at its location, replacing whatever
+    /// was recorded there before (`init`: the user just created it).
+    pub fn remember_in(&self, trust: &TrustStore) -> Result<()> {
+        trust.remember(
+            None,
+            &self.config,
+            &self.crypto,
+            self.config.mac.is_some(),
+            &self.backend.canonical_location(),
+            true,
+        )
     }
 
     pub fn config(&self) -> &RepoConfig {
@@ -173,8 +230,10 @@ impl Repository {
         self.backend.location()
     }
 
-    /// Rewrites the config (e.g. to switch append-only mode).
-    pub fn save_config(&mut self, config: RepoConfig) -> Result<()> {
+    /// Rewrites the config (e.g. to switch append-only mode), with a fresh MAC when encrypted
+    /// (this is also how a config written before MACs existed gets one).
+    pub fn save_config(&mut self, mut config: RepoConfig) -> Result<()> {
+        config.authenticate(&self.crypto);
         self.backend.replace("config", &config.to_bytes())?;
         self.config = config;
         Ok(())

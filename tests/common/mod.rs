@@ -35,20 +35,23 @@ impl Scratch {
         self.path("repo")
     }
 
-    /// `proxborg` with `--repo` set to this scratch's repository and the test passphrase.
+    /// `proxborg` with `--repo` set to this scratch's repository and the test passphrase; its
+    /// cache and security record (`repo::trust`) live in the scratch too, never in /var.
     pub fn cmd(&self) -> Command {
         let mut c = proxborg();
         c.env("PROXBORG_REPO", self.repo())
             .env("PROXBORG_PASSPHRASE", PASS)
-            .env("PROXBORG_CACHE_DIR", self.path("cache"));
+            .env("PROXBORG_CACHE_DIR", self.path("cache"))
+            .env("PROXBORG_SECURITY_DIR", self.path("security"));
         c
     }
 
     /// The `proxborg --repo ...` prefix for shell pipelines, with the passphrase in the env.
     pub fn bin(&self) -> String {
         format!(
-            "PROXBORG_PASSPHRASE='{PASS}' PROXBORG_CACHE_DIR='{}' {} --repo '{}'",
+            "PROXBORG_TEST_FAST_KDF=1 PROXBORG_PASSPHRASE='{PASS}' PROXBORG_CACHE_DIR='{}' PROXBORG_SECURITY_DIR='{}' {} --repo '{}'",
             self.path("cache").display(),
+            self.path("security").display(),
             env!("CARGO_BIN_EXE_proxborg"),
             self.repo().display()
         )
@@ -229,10 +232,19 @@ pub fn assert_dumps_equal(a: &str, b: &str, what: &str) {
 
 /// Runs `hooks/proxborg-vzdump-hook ARGS` the way vzdump does: an emptied environment holding
 /// only `LC_ALL=C`, vzdump's variables `vars`, and where a package would have put the binary
-/// and the settings file (`PROXBORG_BIN`, `PROXBORG_CONFIG`; vzdump sets neither).
+/// and the settings file (`PROXBORG_BIN`, `PROXBORG_CONFIG`; vzdump sets neither). Two test
+/// settings too: the fast KDF the test repositories' keys were made with (the test build
+/// refuses such keys without it), and the security record in `security` beside the settings
+/// file (the `Scratch`'s), not in /var/lib.
 pub fn run_vzdump_hook(conf: &Path, vars: &[(&str, String)], args: &[&str]) -> Output {
     let mut c = Command::new("env");
-    c.arg("-i").arg("LC_ALL=C");
+    c.arg("-i").arg("LC_ALL=C").arg("PROXBORG_TEST_FAST_KDF=1");
+    if let Some(dir) = conf.parent() {
+        c.arg(format!(
+            "PROXBORG_SECURITY_DIR={}",
+            dir.join("security").display()
+        ));
+    }
     for (k, v) in vars {
         c.arg(format!("{k}={v}"));
     }

@@ -156,6 +156,11 @@ impl Backend for LocalDir {
     fn location(&self) -> String {
         self.root.display().to_string()
     }
+
+    fn canonical_location(&self) -> String {
+        let root = fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
+        format!("file://{}", root.display())
+    }
 }
 
 #[cfg(test)]

@@ -26,4 +26,9 @@ pub trait Backend: Send + Sync {
     fn exists(&self, key: &str) -> Result<bool>;
     /// A human-readable location for messages.
     fn location(&self) -> String;
+    /// The location in one canonical spelling (a local path with symlinks resolved), under
+    /// which the client's security record remembers which repository lives there.
+    fn canonical_location(&self) -> String {
+        self.location()
+    }
 }

@@ -1,0 +1,418 @@
+//! The client's security record: what this machine remembers about each repository it has
+//! used, so that storage which changes under it is refused instead of believed (borg keeps the
+//! same kind of record under `~/.config/borg/security/<id>/`). It never writes to a repository.
+//!
+//! Layout, under `default_dir()` (mode 0700; files 0600, written temp + fsync + rename + fsync
+//! of the directory, so a crash leaves the old record or the new one):
+//! - `<repo id>/repository`: a JSON `Record`: the id, where the repository was first seen, its
+//!   encryption mode, key fingerprint, content chunker parameters, and whether its config was
+//!   authenticated.
+//! - `locations/<hex BLAKE3 of the canonical location>`: JSON `{location, id}`: which repository
+//!   this client found there, so "same place, different id" is caught even though the storage
+//!   chooses the id.
+//!
+//! Trust on first use: `init`, or the first successful open, writes both. Every later open is
+//! compared twice: before the key is unlocked (the id at this location, the encryption mode, the
+//! chunker parameters, an authenticated config still carrying its MAC) and after (the key
+//! fingerprint). Any difference is `RepoError::Changed`, one line naming it and the record to
+//! remove if the change was intended; the open fails before the caller locks or writes anything.
+//! A repository seen at a new location with the same id, mode and key is the same repository
+//! moved: the new location is added, nothing is refused.
+//!
+//! Not covered (docs/SECURITY.md): a client with no record trusts what it finds first, and the
+//! record says nothing about which archives or index files should exist (rollback).
+
+use super::config::{ChunkerParams, EncryptionMode, RepoConfig};
+use super::crypto::Crypto;
+use super::error::{RepoError, Result};
+use super::id::RepoId;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+const RECORD_VERSION: u32 = 1;
+/// Records are a few hundred bytes; anything much larger is not one.
+const MAX_RECORD: u64 = 64 << 10;
+
+/// What the client remembers about one repository.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub version: u32,
+    pub id: RepoId,
+    /// Canonical location where the repository was first seen (for messages).
+    pub location: String,
+    pub encryption: EncryptionMode,
+    /// `Keys::fingerprint` in hex; `None` for an unencrypted repository.
+    pub key_fingerprint: Option<String>,
+    pub chunker: ChunkerParams,
+    /// Once true, the config must keep a valid MAC.
+    pub config_authenticated: bool,
+}
+
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct LocationRecord {
+    location: String,
+    id: RepoId,
+}
+
+/// The security directory: `PROXBORG_SECURITY_DIR`, else `/var/lib/proxborg/security` for
+/// root, else `$XDG_STATE_HOME/proxborg/security` or `~/.local/state/proxborg/security`.
+pub fn default_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("PROXBORG_SECURITY_DIR") {
+        PathBuf::from(d)
+    } else if rustix::process::geteuid().is_root() {
+        PathBuf::from("/var/lib/proxborg/security")
+    } else if let Some(d) = std::env::var_os("XDG_STATE_HOME") {
+        PathBuf::from(d).join("proxborg/security")
+    } else {
+        let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
+        PathBuf::from(home).join(".local/state/proxborg/security")
+    }
+}
+
+pub struct TrustStore {
+    dir: PathBuf,
+}
+
+impl TrustStore {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        TrustStore { dir: dir.into() }
+    }
+
+    /// The store at `default_dir()`.
+    pub fn from_env() -> Self {
+        Self::new(default_dir())
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn record_dir(&self, id: &RepoId) -> PathBuf {
+        self.dir.join(id.as_str())
+    }
+
+    fn record_path(&self, id: &RepoId) -> PathBuf {
+        self.record_dir(id).join("repository")
+    }
+
+    fn location_path(&self, location: &str) -> PathBuf {
+        self.dir
+            .join("locations")
+            .join(blake3::hash(location.as_bytes()).to_hex().as_str())
+    }
+
+    /// The record of repository `id`, if this client has one.
+    pub fn record(&self, id: &RepoId) -> Result<Option<Record>> {
+        let path = self.record_path(id);
+        let Some(r) = read_json::<Record>(&path)? else {
+            return Ok(None);
+        };
+        if r.version != RECORD_VERSION || r.id != *id {
+            return Err(RepoError::corrupt(
+                format!("security record {}", path.display()),
+                "unknown version or another repository's id",
+            ));
+        }
+        Ok(Some(r))
+    }
+
+    /// The checks that need no key: run before asking for the passphrase.
+    pub(crate) fn check_claims(
+        &self,
+        config: &RepoConfig,
+        location: &str,
+    ) -> Result<Option<Record>> {
+        let loc_path = self.location_path(location);
+        if let Some(known) = read_json::<LocationRecord>(&loc_path)? {
+            if known.id != config.id {
+                return Err(changed(
+                    format!(
+                        "repository id changed from {} to {} at this location",
+                        known.id, config.id
+                    ),
+                    &loc_path,
+                ));
+            }
+        }
+        let Some(rec) = self.record(&config.id)? else {
+            return Ok(None);
+        };
+        let dir = self.record_dir(&config.id);
+        if rec.encryption != config.encryption {
+            return Err(changed(
+                format!(
+                    "encryption mode changed from {} to {}",
+                    rec.encryption, config.encryption
+                ),
+                &dir,
+            ));
+        }
+        if rec.chunker != config.chunker {
+            let p = |c: &ChunkerParams| format!("{}/{}/{}", c.min, c.avg, c.max);
+            return Err(changed(
+                format!(
+                    "chunker parameters changed from {} to {}",
+                    p(&rec.chunker),
+                    p(&config.chunker)
+                ),
+                &dir,
+            ));
+        }
+        if rec.config_authenticated && config.mac.is_none() {
+            return Err(changed(
+                "the config lost its authentication code".into(),
+                &dir,
+            ));
+        }
+        Ok(Some(rec))
+    }
+
+    /// The check that needs the unlocked key.
+    pub(crate) fn check_key(&self, rec: &Record, crypto: &Crypto) -> Result<()> {
+        let now = crypto.key_fingerprint();
+        if rec.key_fingerprint != now {
+            let short = |f: &Option<String>| {
+                f.as_deref()
+                    .map_or("none".to_string(), |s| s.chars().take(16).collect())
+            };
+            return Err(changed(
+                format!(
+                    "encryption key changed (fingerprint {} -> {})",
+                    short(&rec.key_fingerprint),
+                    short(&now)
+                ),
+                &self.record_dir(&rec.id),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records a repository that was opened and verified (or just created). Writes only what
+    /// is new: an unknown repository, a location not seen before, a config that became
+    /// authenticated. `claim_location`: this repository now owns `location` even if another
+    /// id was recorded there (`init` at that place).
+    pub(crate) fn remember(
+        &self,
+        known: Option<&Record>,
+        config: &RepoConfig,
+        crypto: &Crypto,
+        authenticated: bool,
+        location: &str,
+        claim_location: bool,
+    ) -> Result<()> {
+        let rec = Record {
+            version: RECORD_VERSION,
+            id: config.id.clone(),
+            location: known.map_or_else(|| location.to_string(), |r| r.location.clone()),
+            encryption: config.encryption,
+            key_fingerprint: crypto.key_fingerprint(),
+            chunker: config.chunker,
+            config_authenticated: authenticated || known.is_some_and(|r| r.config_authenticated),
+        };
+        if known != Some(&rec) {
+            write_json(&self.dir, &self.record_path(&config.id), &rec)?;
+        }
+        let loc_path = self.location_path(location);
+        let here = read_json::<LocationRecord>(&loc_path)?;
+        if here.is_none() || (claim_location && here.as_ref().map(|l| &l.id) != Some(&config.id)) {
+            let l = LocationRecord {
+                location: location.to_string(),
+                id: config.id.clone(),
+            };
+            write_json(&self.dir, &loc_path, &l)?;
+        }
+        Ok(())
+    }
+}
+
+fn changed(what: String, record: &Path) -> RepoError {
+    RepoError::Changed(format!(
+        "{what} since this client last used the repository; refused, nothing written \
+         (if the change is intended, remove {})",
+        record.display()
+    ))
+}
+
+fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(RepoError::io(path, e)),
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_RECORD + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| RepoError::io(path, e))?;
+    let what = || format!("security record {}", path.display());
+    if bytes.len() as u64 > MAX_RECORD {
+        return Err(RepoError::corrupt(what(), "too large"));
+    }
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| RepoError::corrupt(what(), e.to_string()))
+}
+
+/// temp + fsync + rename + fsync(dir), in directories only root can enter.
+fn write_json<T: Serialize>(top: &Path, path: &Path, value: &T) -> Result<()> {
+    let dir = path.parent().expect("record paths have a parent");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| RepoError::io(dir, e))?;
+    for d in [top, dir] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| RepoError::io(d, e))?;
+    }
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .tempfile_in(dir)
+        .map_err(|e| RepoError::io(dir, e))?;
+    let mut bytes = serde_json::to_vec_pretty(value).expect("records serialize");
+    bytes.push(b'\n');
+    tmp.write_all(&bytes)
+        .and_then(|_| tmp.as_file().sync_all())
+        .map_err(|e| RepoError::io(tmp.path(), e))?;
+    tmp.persist(path)
+        .map_err(|e| RepoError::io(path, e.error))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| RepoError::io(dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::compression::Compression;
+    use crate::repo::key::Keys;
+
+    fn config(encryption: EncryptionMode, id: u8) -> RepoConfig {
+        RepoConfig {
+            format: crate::repo::config::FORMAT_VERSION,
+            id: RepoId::from_bytes(&[id; 16]),
+            chunker: ChunkerParams::CONTENT,
+            compression: Compression::default(),
+            encryption,
+            key: None,
+            append_only: false,
+            mac: None,
+        }
+    }
+
+    fn keyed(master: u8) -> Crypto {
+        Crypto::encrypted(Keys::derive(&[master; 32]))
+    }
+
+    fn first_use(store: &TrustStore, c: &RepoConfig, crypto: &Crypto, loc: &str) {
+        let known = store.check_claims(c, loc).unwrap();
+        assert!(known.is_none());
+        store
+            .remember(None, c, crypto, c.mac.is_some(), loc, false)
+            .unwrap();
+    }
+
+    fn refusal(r: Result<impl std::fmt::Debug>) -> String {
+        match r {
+            Err(e @ RepoError::Changed(_)) => e.to_string(),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_known_repository_opens_and_its_changes_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = TrustStore::new(tmp.path().join("sec"));
+        let mut c = config(EncryptionMode::Repokey, 1);
+        let crypto = keyed(1);
+        c.authenticate(&crypto);
+        first_use(&store, &c, &crypto, "file:///r");
+        let rec = store.check_claims(&c, "file:///r").unwrap().unwrap();
+        store.check_key(&rec, &crypto).unwrap();
+        assert!(rec.config_authenticated);
+
+        let mut none = c.clone();
+        none.encryption = EncryptionMode::None;
+        none.mac = None;
+        let e = refusal(store.check_claims(&none, "file:///r"));
+        assert!(
+            e.contains("encryption mode changed from repokey to none"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'));
+
+        let mut chunks = c.clone();
+        chunks.chunker.avg /= 2;
+        let e = refusal(store.check_claims(&chunks, "file:///r"));
+        assert!(e.contains("chunker parameters changed"), "{e}");
+
+        let mut stripped = c.clone();
+        stripped.mac = None;
+        let e = refusal(store.check_claims(&stripped, "file:///r"));
+        assert!(e.contains("lost its authentication code"), "{e}");
+
+        let e = refusal(store.check_key(&rec, &keyed(2)));
+        assert!(e.contains("encryption key changed"), "{e}");
+
+        let other = config(EncryptionMode::None, 2);
+        let e = refusal(store.check_claims(&other, "file:///r"));
+        assert!(e.contains("repository id changed"), "{e}");
+    }
+
+    #[test]
+    fn a_moved_repository_is_still_known_and_init_claims_a_location() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = TrustStore::new(tmp.path().join("sec"));
+        let a = config(EncryptionMode::None, 1);
+        first_use(&store, &a, &Crypto::plain(), "file:///old");
+        // same repository elsewhere: accepted, and the new place remembered
+        let known = store.check_claims(&a, "file:///new").unwrap();
+        assert!(known.is_some());
+        store
+            .remember(
+                known.as_ref(),
+                &a,
+                &Crypto::plain(),
+                false,
+                "file:///new",
+                false,
+            )
+            .unwrap();
+        let b = config(EncryptionMode::None, 2);
+        assert!(store.check_claims(&b, "file:///new").is_err());
+        // `init` of b at the old place takes it over
+        store
+            .remember(None, &b, &Crypto::plain(), false, "file:///old", true)
+            .unwrap();
+        assert!(store.check_claims(&b, "file:///old").is_ok());
+        assert!(store.check_claims(&a, "file:///old").is_err());
+    }
+
+    #[test]
+    fn records_are_private_and_reveal_no_key() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let store = TrustStore::new(tmp.path().join("sec"));
+        let mut c = config(EncryptionMode::Keyfile, 3);
+        let crypto = keyed(3);
+        c.authenticate(&crypto);
+        first_use(&store, &c, &crypto, "file:///r");
+        let rec_path = store.record_path(&c.id);
+        for p in [store.dir().to_path_buf(), store.record_dir(&c.id)] {
+            assert_eq!(
+                std::fs::metadata(&p).unwrap().mode() & 0o777,
+                0o700,
+                "{p:?}"
+            );
+        }
+        assert_eq!(std::fs::metadata(&rec_path).unwrap().mode() & 0o777, 0o600);
+        let text = std::fs::read_to_string(&rec_path).unwrap();
+        let keys = Keys::derive(&[3; 32]);
+        for secret in [[3u8; 32], keys.enc, keys.id, keys.config_mac] {
+            assert!(!text.contains(&crate::repo::key::hex(&secret)));
+        }
+        assert!(text.contains(&crate::repo::key::hex(&keys.fingerprint)));
+    }
+}
