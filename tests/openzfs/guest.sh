@@ -15,7 +15,8 @@ up() { cut -d' ' -f1 /proc/uptime; }
 say() { echo "--- [$(up)s] $*"; }
 finish() { echo "SUMMARY pass=$PASS fail=$FAIL expected=$EXPECTED_CHECKS"; echo "SUMMARY pass=$PASS fail=$FAIL expected=$EXPECTED_CHECKS" > $H/summary; exit 0; }
 
-export PROXBORG_REPO=/rpool/repo/r PROXBORG_PASSPHRASE=openzfs-tier PROXBORG_TEST_FAST_KDF=1
+# A release binary: keys get the full Argon2id costs (the fast-KDF switch is for test builds).
+export PROXBORG_REPO=/rpool/repo/r PROXBORG_PASSPHRASE=openzfs-tier
 
 # ---------------------------------------------------------------- pool and datasets as PVE makes them
 say "pool"
