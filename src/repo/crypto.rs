@@ -52,7 +52,7 @@ impl Crypto {
 
     /// The master key's fingerprint (hex; see `Keys::fingerprint`); `None` when unencrypted.
     pub fn key_fingerprint(&self) -> Option<String> {
-        self.keys.as_ref().map(|k| super::key::hex(&k.fingerprint))
+        self.keys.as_ref().map(|k| super::id::hex(&k.fingerprint))
     }
 
     pub fn cdc_seed(&self) -> u64 {

@@ -5,6 +5,29 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
+/// Bytes as lowercase hex: ids, salts, wrapped keys, fingerprints.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    s
+}
+
+/// Hex digits (either case) as bytes; `None` for an odd length or any other character.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    let digit = |c: u8| char::from(c).to_digit(16);
+    let b = s.as_bytes();
+    if b.len() % 2 != 0 {
+        return None;
+    }
+    b.chunks_exact(2)
+        .map(|p| Some((digit(p[0])? * 16 + digit(p[1])?) as u8))
+        .collect()
+}
+
 /// A 32-byte BLAKE3 digest naming a blob, a pack, an index file or an archive file.
 /// Serialized as 32 raw bytes in binary formats and as 64 hex digits in JSON.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -45,26 +68,12 @@ impl ChunkId {
     }
 
     pub fn to_hex(&self) -> String {
-        let mut s = String::with_capacity(64);
-        for b in self.0 {
-            s.push_str(&format!("{b:02x}"));
-        }
-        s
+        hex(&self.0)
     }
 
     /// Parses 64 lowercase or uppercase hex digits; anything else is `None`.
     pub fn from_hex(s: &str) -> Option<Self> {
-        let bytes = s.as_bytes();
-        if bytes.len() != 64 {
-            return None;
-        }
-        let mut out = [0u8; 32];
-        for (i, pair) in bytes.chunks_exact(2).enumerate() {
-            let hi = (pair[0] as char).to_digit(16)?;
-            let lo = (pair[1] as char).to_digit(16)?;
-            out[i] = (hi * 16 + lo) as u8;
-        }
-        Some(ChunkId(out))
+        unhex(s)?.try_into().ok().map(ChunkId)
     }
 }
 
@@ -84,7 +93,7 @@ impl RepoId {
     }
 
     pub fn from_bytes(b: &[u8; 16]) -> Self {
-        RepoId(b.iter().map(|x| format!("{x:02x}")).collect())
+        RepoId(hex(b))
     }
 
     pub fn as_str(&self) -> &str {
@@ -178,6 +187,9 @@ mod tests {
     #[test]
     fn rejects_bad_hex() {
         assert_eq!(ChunkId::from_hex("zz"), None);
+        assert_eq!(unhex("+f"), None, "a sign is not a digit");
+        assert_eq!(unhex("abc"), None);
+        assert_eq!(unhex("0aFf"), Some(vec![10, 255]));
         assert_eq!(ChunkId::from_hex(&"g".repeat(64)), None);
     }
 }

@@ -5,6 +5,7 @@
 //! config, `keyfile` keeps it in a file outside the repository.
 
 use super::error::{RepoError, Result};
+use super::id::{hex, unhex};
 use chacha20poly1305::aead::Aead;
 use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
@@ -191,20 +192,6 @@ fn unwrap_with(w: &WrappedKey, passphrase: &[u8], floor: bool) -> Result<Zeroizi
     let mut master = Zeroizing::new([0u8; 32]);
     master.copy_from_slice(&plain);
     Ok(master)
-}
-
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]

@@ -132,7 +132,7 @@ impl Lock {
                 LockKind::Shared => "shared",
                 LockKind::Exclusive => "exclusive",
             },
-            super::key::hex(&nonce)
+            super::id::hex(&nonce)
         );
         let deadline = Instant::now() + wait;
         loop {

@@ -411,8 +411,8 @@ mod tests {
         let text = std::fs::read_to_string(&rec_path).unwrap();
         let keys = Keys::derive(&[3; 32]);
         for secret in [[3u8; 32], keys.enc, keys.id, keys.config_mac] {
-            assert!(!text.contains(&crate::repo::key::hex(&secret)));
+            assert!(!text.contains(&crate::repo::id::hex(&secret)));
         }
-        assert!(text.contains(&crate::repo::key::hex(&keys.fingerprint)));
+        assert!(text.contains(&crate::repo::id::hex(&keys.fingerprint)));
     }
 }
