@@ -7,7 +7,8 @@
 //!   (PVE reads the map from a file archive before extracting, never from a pipe).
 //! - A container's vzdump tar (image mode, or the vzdump hook's): written to a file and
 //!   restored from it, as PVE restores its own dumps (sizes from the archive's config).
-//! - A VM's vzdump VMA: `qmrestore - VMID`, fed the stored stream.
+//! - A VM's drives (`proxborg VMID`): `export-vma | qmrestore - VMID`; a VMA file stored by
+//!   the vzdump hook: `qmrestore - VMID`, fed the stored stream.
 //!
 //! An existing VMID is refused unless `force`, before anything is read or written.
 
@@ -19,6 +20,7 @@ use crate::plan::restore::{
 use crate::pve::Vmid;
 use crate::repo::{Manifest, RepoError, Repository};
 use crate::retrieve::export_tar::{export_tar, TarCompression, TarExportError};
+use crate::retrieve::export_vma::export_vma;
 use crate::retrieve::extract::{contents_to, ExtractError};
 use crate::retrieve::ArchiveReader;
 use std::io::Read;
@@ -36,6 +38,8 @@ pub enum RestoreError {
     Tar(#[from] TarExportError),
     #[error(transparent)]
     Extract(#[from] ExtractError),
+    #[error(transparent)]
+    Vma(#[from] crate::retrieve::export_vma::VmaExportError),
     #[error("{0}")]
     Refused(String),
 }
@@ -53,6 +57,8 @@ pub enum RestorePlan {
     ContainerDump { args: Vec<String> },
     /// The stored VMA into `qmrestore ARGS`.
     Vm { args: Vec<String> },
+    /// The stored drives, as a VMA (`export-vma`), into `qmrestore ARGS`.
+    VmDrives { args: Vec<String> },
 }
 
 /// The largest `pct.conf` read into memory (PVE's own configs are a few KiB).
@@ -79,6 +85,9 @@ pub fn plan(
         }
         (Some("lxc"), true) => Ok(RestorePlan::ContainerDump {
             args: flags(options, true),
+        }),
+        (Some("qemu"), false) if meta("format") == Some("drives") => Ok(RestorePlan::VmDrives {
+            args: vm_restore_args(vmid, options),
         }),
         (Some("qemu"), true) => {
             if !manifest.name.ends_with(".vma") {
@@ -119,6 +128,9 @@ impl RestorePlan {
             .to_string(),
             RestorePlan::Vm { args } => {
                 format!("proxborg extract {archive} --stdout | qmrestore {}", args.join(" "))
+            }
+            RestorePlan::VmDrives { args } => {
+                format!("proxborg export-vma {archive} - | qmrestore {}", args.join(" "))
             }
         }
     }
@@ -193,6 +205,13 @@ pub fn restore(
         RestorePlan::Vm { args } => {
             let mut input = host.qmrestore(args)?;
             let written = contents_to(all(), &mut input).map_err(RestoreError::from);
+            finish(input, written)
+        }
+        RestorePlan::VmDrives { args } => {
+            let mut input = host.qmrestore(args)?;
+            let written = export_vma(repo, manifest, &mut input)
+                .map(drop)
+                .map_err(RestoreError::from);
             finish(input, written)
         }
     }

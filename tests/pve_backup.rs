@@ -242,19 +242,54 @@ fn container_files_backup_restores_through_pct_restore() {
 }
 
 #[test]
-fn vm_image_backup_equals_vzdumps_stream_and_restores() {
+fn vm_backup_stores_drives_that_deduplicate_and_restores_through_export_vma() {
     let (_g, node) = node();
     let s = Scratch::new();
     s.init("none");
-    let out = run_node(node, &s, &["200", "--json"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let archive = first_archive(&out);
+    let mut archives = Vec::new();
+    for _ in 0..2 {
+        let out = run_node(node, &s, &["200", "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        archives.push(first_archive(&out));
+        std::thread::sleep(std::time::Duration::from_millis(1100)); // distinct names
+    }
+    let archive = &archives[0];
     assert!(
         archive.starts_with("vzdump-qemu-200-") && archive.ends_with(".vma"),
         "{archive}"
     );
+    // The VMA is taken apart: its config, firewall and one sparse image per drive (scsi1 has
+    // backup=0).
+    let listing = String::from_utf8(s.ok(&["list", archive]).stdout).unwrap();
+    let names: Vec<&str> = listing
+        .lines()
+        .map(|l| l.rsplit(' ').next().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "./qemu-server.conf",
+            "./qemu-server.fw",
+            "./drive-scsi0.raw",
+            "./drive-virtio1.raw"
+        ],
+        "{listing}"
+    );
+    // A second run of an unchanged VM, with vzdump's fresh uuid, adds under 1% of the data.
+    let stats = |a: &str| -> serde_json::Value {
+        serde_json::from_slice(&s.ok(&["info", a, "--json"]).stdout).unwrap()
+    };
+    let (first, second) = (stats(&archives[0]), stats(&archives[1]));
+    let data = first["original_size"].as_u64().unwrap();
+    let added = second["added_size"].as_u64().unwrap();
+    assert!(data > 1 << 20, "{first}");
+    assert!(
+        added * 100 < data,
+        "second run added {added} of {data} bytes"
+    );
+    // Restored through export-vma and the node's qmrestore: the same disks.
     node.sh(&format!(
-        "qmrestore - 290 --force 1 < <({} extract {archive} --stdout) >/dev/null",
+        "qmrestore - 290 --force 1 < <({} export-vma {archive} -) >/dev/null",
         s.bin()
     ));
     // scsi1 (backup=0) is not in the dump, so qmrestore numbers the disks 0 and 1.
@@ -264,6 +299,14 @@ fn vm_image_backup_equals_vzdumps_stream_and_restores() {
         ));
         assert_eq!(same.trim(), "same", "disk {from} differs after restore");
     }
+    let conf = node.sh("cat $PROXBORG_PVE_ROOT/nodes/*/qemu-server/290.conf");
+    assert!(conf.contains("name: db"), "{conf}");
+    // extract gives the raw disks.
+    let disk0 = s
+        .ok(&["extract", archive, "drive-scsi0.raw", "--stdout"])
+        .stdout;
+    let orig = std::fs::read(format!("{SIM_DIR}/vz/images/200/vm-200-disk-0.raw")).unwrap();
+    assert!(disk0 == orig, "extracted drive differs");
     node.sh(
         "rm -rf $PROXBORG_SIM_DIR/vz/images/290 $PROXBORG_PVE_ROOT/nodes/*/qemu-server/290.conf",
     );
@@ -772,7 +815,7 @@ fn restore_brings_containers_and_vms_back_in_one_step() {
     let printed = String::from_utf8(s.ok(&["restore", &vm, "291", "--print"]).stdout).unwrap();
     assert_eq!(
         printed.trim(),
-        format!("proxborg extract {vm} --stdout | qmrestore - 291")
+        format!("proxborg export-vma {vm} - | qmrestore - 291")
     );
     let out = run_node(node, &s, &["restore", &vm, "291", "--force"]);
     assert!(out.status.success(), "{}", stderr(&out));

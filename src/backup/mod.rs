@@ -49,6 +49,8 @@ pub enum BackupError {
     #[error(transparent)]
     Ingest(#[from] IngestError),
     #[error(transparent)]
+    Disk(#[from] crate::ingest::disk::DiskError),
+    #[error(transparent)]
     Repo(#[from] RepoError),
     #[error(transparent)]
     Name(#[from] crate::zfs::ZfsError),
@@ -59,6 +61,12 @@ pub enum BackupError {
     /// The source or request cannot make an archive (said in the message).
     #[error("{0}")]
     Refused(String),
+}
+
+impl From<crate::vma::reader::ReadError> for BackupError {
+    fn from(e: crate::vma::reader::ReadError) -> Self {
+        BackupError::Refused(format!("vzdump's VMA stream: {e}"))
+    }
 }
 
 impl From<std::io::Error> for BackupError {

@@ -38,7 +38,7 @@ impl RecordingHost {
             interrupted: Arc::default(),
             state,
             tree: tree.to_path_buf(),
-            vzdump: b"VMA\0 a dump of the guest".repeat(1000),
+            vzdump: sample_vma(),
         }
     }
 
@@ -202,6 +202,17 @@ impl GuestInput for Discard {
     fn finish(self: Box<Self>) -> Result<(), HostError> {
         Ok(())
     }
+}
+
+/// What the recording vzdump emits: a VMA of one 1 MiB disk with a config.
+fn sample_vma() -> Vec<u8> {
+    use crate::vma::writer::VmaWriter;
+    let disk: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    let configs = [("qemu-server.conf".to_string(), b"name: db\n".to_vec())];
+    let devices = vec![("drive-scsi0".to_string(), disk.len() as u64)];
+    let mut w = VmaWriter::new(Vec::new(), [1; 16], 0, &configs, devices).expect("a valid VMA");
+    w.write_device(&mut disk.as_slice()).expect("a valid VMA");
+    w.finish().expect("a valid VMA")
 }
 
 /// A vzdump being read: reads fail once a signal arrived (the real one is killed by the

@@ -12,6 +12,7 @@ mod create;
 mod delete;
 mod diff;
 mod export_tar;
+mod export_vma;
 mod extract;
 mod generate;
 mod info;
@@ -74,6 +75,8 @@ enum Command {
     ExportTar(export_tar::Args),
     /// What changed between two archives (added, removed, content, mode, owner, ACL, xattrs)
     Diff(diff::Args),
+    /// Write a VM archive as the VMA stream qmrestore reads
+    ExportVma(export_vma::Args),
     /// Restore a guest backup as a new container or VM (pct restore / qmrestore)
     Restore(restore::Args),
     /// Verify the repository's structure and, with --verify-data, its contents
@@ -125,6 +128,7 @@ fn dispatch(global: &Global, command: Command) -> anyhow::Result<Outcome> {
         Command::Extract(a) => extract::run(cli.global, a),
         Command::ExportTar(a) => export_tar::run(cli.global, a),
         Command::Restore(a) => restore::run(cli.global, a),
+        Command::ExportVma(a) => export_vma::run(cli.global, a),
         Command::Diff(a) => diff::run(cli.global, a),
         Command::Check(a) => check::run(cli.global, a),
         Command::Delete(a) => delete::run(cli.global, a),

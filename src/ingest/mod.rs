@@ -7,6 +7,7 @@
 //! knows nothing about where items come from and never touches the filesystem itself;
 //! `tree` feeds it a directory walk (reading the files on reader threads).
 
+pub mod disk;
 pub mod pieces;
 pub mod readers;
 pub mod tree;
@@ -194,6 +195,20 @@ impl<'r> ArchiveBuilder<'r> {
         }
         self.push_item(&item)?;
         Ok(item)
+    }
+
+    /// Stores one chunk cut by the caller (a disk image's fixed, aligned chunk): hashed,
+    /// stored if new, counted like any other chunk. `add_stored` adds the file later.
+    pub fn put_chunk(&mut self, data: Vec<u8>) -> Result<ChunkRef, IngestError> {
+        let piece = self.cutter.piece(data);
+        self.put_piece(piece)
+    }
+
+    /// Adds a file whose chunks were stored with `put_chunk` (in its sparse map's order).
+    pub fn add_stored(&mut self, item: Item) -> Result<(), IngestError> {
+        self.stats.files += 1;
+        self.stats.original_size += item.stored_len();
+        self.push_item(&item)
     }
 
     /// Adds a file whose chunks are already known (a files-cache hit): nothing is read.

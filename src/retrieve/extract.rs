@@ -4,10 +4,10 @@
 //! content failed verification is removed rather than left with wrong bytes.
 
 use super::ArchiveReader;
-use crate::item::{display_path, Extent, Kind};
+use crate::item::{display_path, Kind};
 use crate::repo::RepoError;
 use crate::tree::restore::{RestoreError, RestoreOptions, Restorer};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -84,24 +84,8 @@ pub fn contents_to(reader: ArchiveReader, out: &mut dyn Write) -> Result<(), Ext
             path: path.clone(),
             source,
         };
-        match entry.item.sparse.clone() {
-            None => {
-                std::io::copy(&mut entry.content, out).map_err(write_err)?;
-            }
-            Some(extents) => {
-                let mut pos = 0u64;
-                let end = Extent {
-                    offset: entry.item.size,
-                    len: 0,
-                };
-                for e in extents.iter().chain(std::iter::once(&end)) {
-                    let hole = e.offset.saturating_sub(pos);
-                    std::io::copy(&mut std::io::repeat(0).take(hole), out).map_err(write_err)?;
-                    std::io::copy(&mut (&mut entry.content).take(e.len), out).map_err(write_err)?;
-                    pos = e.offset.saturating_add(e.len);
-                }
-            }
-        }
+        let mut logical = super::WithHoles::new(&mut entry.content, &entry.item);
+        std::io::copy(&mut logical, out).map_err(write_err)?;
     }
     out.flush().map_err(|source| ExtractError::Write {
         path: "stdout".into(),

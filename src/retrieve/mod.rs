@@ -15,6 +15,7 @@
 
 pub mod diff;
 pub mod export_tar;
+pub mod export_vma;
 pub mod extract;
 
 use crate::item::filter::Selection;
@@ -204,5 +205,67 @@ fn produce(
             };
             let _ = btx.send(pending);
         }
+    }
+}
+
+/// A file's logical bytes from its stored content: zeros where its sparse map has holes,
+/// exactly `size` bytes in all (a short content reads as an error, never as zeros).
+pub struct WithHoles<R> {
+    inner: R,
+    /// Data extents still ahead, in order, then a zero-length one at `size`.
+    extents: std::collections::VecDeque<crate::item::Extent>,
+    pos: u64,
+}
+
+impl<R: Read> WithHoles<R> {
+    pub fn new(inner: R, item: &Item) -> Self {
+        let end = crate::item::Extent {
+            offset: item.size,
+            len: 0,
+        };
+        let extents = match &item.sparse {
+            Some(e) => e.iter().copied().chain(std::iter::once(end)).collect(),
+            None => [
+                crate::item::Extent {
+                    offset: 0,
+                    len: item.size,
+                },
+                end,
+            ]
+            .into(),
+        };
+        WithHoles {
+            inner,
+            extents,
+            pos: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for WithHoles<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while let Some(e) = self.extents.front().copied() {
+            let end = e.offset.saturating_add(e.len);
+            if self.pos < e.offset {
+                let n = (e.offset - self.pos).min(buf.len() as u64) as usize;
+                buf[..n].fill(0);
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            if self.pos < end {
+                let want = (end - self.pos).min(buf.len() as u64) as usize;
+                let n = self.inner.read(&mut buf[..want])?;
+                if n == 0 && want > 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "content shorter than its sparse map",
+                    ));
+                }
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            self.extents.pop_front();
+        }
+        Ok(0)
     }
 }

@@ -1,0 +1,150 @@
+//! Disk images arriving out of order (a VMA stream's clusters, interleaved across drives as
+//! QEMU sends them) cut into fixed-size chunks aligned to the disk: a block device's writes
+//! do not shift data, so an unchanged region gives the same chunks run after run, whatever
+//! the stream's framing. A chunk is stored as soon as all of its bytes have arrived; an
+//! all-zero chunk is a hole, not a blob. At the end each disk becomes one sparse file entry.
+
+use super::{ArchiveBuilder, IngestError};
+use crate::item::{ChunkRef, Extent, Item, Kind, Timestamp};
+use std::collections::HashMap;
+
+/// The fixed chunk size of disk images (PBS uses 4 MiB too).
+pub const IMAGE_CHUNK: u64 = 4 << 20;
+/// Incomplete chunks held in memory at most (QEMU's near-sequential order keeps a few).
+const MAX_PENDING: usize = 128;
+
+struct Pending {
+    data: Vec<u8>,
+    /// Bytes of the chunk not yet arrived.
+    missing: u64,
+}
+
+pub struct Disk {
+    pub name: String,
+    pub size: u64,
+    /// Per chunk: its blob, `None` for a hole; unset until complete.
+    chunks: Vec<Option<Option<ChunkRef>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error("disk {disk}: {reason}")]
+    Invalid { disk: String, reason: String },
+}
+
+pub struct DiskAssembler {
+    disks: Vec<Disk>,
+    pending: HashMap<(usize, u64), Pending>,
+}
+
+impl DiskAssembler {
+    pub fn new(disks: impl IntoIterator<Item = (String, u64)>) -> Self {
+        DiskAssembler {
+            disks: disks
+                .into_iter()
+                .map(|(name, size)| Disk {
+                    name,
+                    size,
+                    chunks: vec![None; size.div_ceil(IMAGE_CHUNK) as usize],
+                })
+                .collect(),
+            pending: HashMap::new(),
+        }
+    }
+
+    /// `data` belongs at `offset` of disk `disk` (bytes past the disk's end are dropped).
+    /// Each byte must come once; a chunk is stored when its last byte arrives.
+    pub fn write(
+        &mut self,
+        builder: &mut ArchiveBuilder,
+        disk: usize,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), DiskError> {
+        let Some(d) = self.disks.get(disk) else {
+            return Err(DiskError::Invalid {
+                disk: disk.to_string(),
+                reason: "no such disk".into(),
+            });
+        };
+        let size = d.size;
+        let mut at = offset;
+        let mut rest = &data[..data.len().min(size.saturating_sub(offset) as usize)];
+        while !rest.is_empty() {
+            let index = at / IMAGE_CHUNK;
+            let start = index * IMAGE_CHUNK;
+            let len = (size - start).min(IMAGE_CHUNK);
+            let within = (at - start) as usize;
+            let n = rest.len().min(len as usize - within);
+            if !self.pending.contains_key(&(disk, index)) && self.pending.len() >= MAX_PENDING {
+                return Err(DiskError::Invalid {
+                    disk: self.disks[disk].name.clone(),
+                    reason: format!(
+                        "the stream interleaves more than {} MiB of incomplete chunks",
+                        (MAX_PENDING as u64 * IMAGE_CHUNK) >> 20
+                    ),
+                });
+            }
+            let p = self
+                .pending
+                .entry((disk, index))
+                .or_insert_with(|| Pending {
+                    data: vec![0; len as usize],
+                    missing: len,
+                });
+            p.data[within..within + n].copy_from_slice(&rest[..n]);
+            p.missing = p.missing.saturating_sub(n as u64);
+            if p.missing == 0 {
+                if let Some(done) = self.pending.remove(&(disk, index)) {
+                    let stored = if done.data.iter().all(|&b| b == 0) {
+                        None
+                    } else {
+                        Some(builder.put_chunk(done.data)?)
+                    };
+                    self.disks[disk].chunks[index as usize] = Some(stored);
+                }
+            }
+            rest = &rest[n..];
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Each disk as a file entry `<name>.raw` (sparse where chunks were zero), in order.
+    pub fn finish(self, mtime: Timestamp) -> Result<Vec<Item>, DiskError> {
+        let mut items = Vec::new();
+        for disk in self.disks {
+            let mut item = Item::new(format!("{}.raw", disk.name).into_bytes(), Kind::File);
+            item.mode = 0o600;
+            item.size = disk.size;
+            item.mtime = mtime;
+            item.atime = mtime;
+            item.ctime = mtime;
+            let mut extents: Vec<Extent> = Vec::new();
+            for (i, c) in disk.chunks.iter().enumerate() {
+                let Some(stored) = c else {
+                    return Err(DiskError::Invalid {
+                        disk: disk.name.clone(),
+                        reason: format!("chunk {i} never complete"),
+                    });
+                };
+                let Some(r) = stored else { continue };
+                let offset = i as u64 * IMAGE_CHUNK;
+                match extents.last_mut() {
+                    Some(e) if e.offset + e.len == offset => e.len += u64::from(r.len),
+                    _ => extents.push(Extent {
+                        offset,
+                        len: u64::from(r.len),
+                    }),
+                }
+                item.chunks.push(*r);
+            }
+            let dense = extents.len() == 1 && extents[0].offset == 0 && extents[0].len == disk.size;
+            item.sparse = (!dense && disk.size > 0).then_some(extents);
+            items.push(item);
+        }
+        Ok(items)
+    }
+}
