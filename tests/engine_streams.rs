@@ -412,3 +412,39 @@ fn a_sparse_image_file_keeps_its_holes() {
         "read {read} bytes of a 64 MiB image with 1 MiB of data"
     );
 }
+
+#[test]
+fn a_repository_url_is_refused_never_taken_as_a_local_directory() {
+    let s = Scratch::new();
+    let cwd = s.path("cwd");
+    std::fs::create_dir(&cwd).unwrap();
+    for (url, says) in [
+        (
+            "ssh://backup-host/srv/repo",
+            "ssh:// repositories are not supported",
+        ),
+        (
+            "s3:https://127.0.0.1:3900/bucket",
+            "s3:// repositories are not supported",
+        ),
+        ("host:repo", "unknown URL scheme"),
+    ] {
+        for args in [&["init", "--encryption", "none"][..], &["list"][..]] {
+            let out = run(proxborg()
+                .current_dir(&cwd)
+                .env("PROXBORG_REPO", url)
+                .args(args));
+            assert_eq!(code(&out), 2, "{url} {args:?}");
+            let err = stderr(&out);
+            assert!(
+                err.contains(says) && err.lines().count() == 1,
+                "{url}: {err}"
+            );
+        }
+    }
+    assert_eq!(
+        std::fs::read_dir(&cwd).unwrap().count(),
+        0,
+        "something was created"
+    );
+}

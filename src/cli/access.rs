@@ -117,7 +117,7 @@ pub fn key_file_path(repo_id: &RepoId) -> PathBuf {
 
 pub fn repo_path(global: &Global) -> Result<PathBuf> {
     match (&global.repo, &settings()?.repo) {
-        (Some(p), _) | (None, Some(p)) => Ok(p.clone()),
+        (Some(p), _) | (None, Some(p)) => Ok(crate::repo::location::parse(p)?),
         (None, None) => bail!(
             "no repository given: use --repo DIR, set PROXBORG_REPO, or set repo in {}",
             settings::default_path().display()

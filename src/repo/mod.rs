@@ -22,6 +22,7 @@ pub mod error;
 pub mod id;
 pub mod index;
 pub mod key;
+pub mod location;
 pub mod lock;
 pub mod pack;
 pub mod reader;
