@@ -16,24 +16,10 @@ use super::*;
 use crate::host::CtState;
 use crate::plan::{DatasetJob, FilesJob, ImageJob, PlannedVolume};
 use crate::pve::{GuestKind, IdMap, Vmid};
-use crate::repo::backend::local::LocalDir;
-use crate::repo::key::WrappedKey;
-use crate::repo::{Credentials, EncryptionMode, InitOptions};
+use crate::repo::test_support::unencrypted;
 use crate::zfs::{DatasetName, SnapshotName};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use zeroize::Zeroizing;
-
-struct NoCredentials;
-
-impl Credentials for NoCredentials {
-    fn passphrase(&self) -> crate::repo::Result<Zeroizing<String>> {
-        unreachable!("an unencrypted repository asks for no passphrase")
-    }
-    fn key_file(&self, _: &str) -> crate::repo::Result<WrappedKey> {
-        unreachable!("an unencrypted repository has no key file")
-    }
-}
+use std::sync::Mutex;
 
 #[derive(Default)]
 struct Events(Mutex<Vec<String>>);
@@ -131,13 +117,7 @@ struct Run {
 
 fn run(plan: &BackupPlan, options: &Options, host: RecordingHost, tmp: &Path) -> Run {
     let repo_dir = tempfile::tempdir_in(tmp).unwrap();
-    let backend = Arc::new(LocalDir::new(repo_dir.path().join("repo")));
-    let opts = InitOptions {
-        encryption: EncryptionMode::None,
-        compression: Compression::None,
-        append_only: false,
-    };
-    let (mut repo, _) = Repository::init(backend, opts, &NoCredentials).unwrap();
+    let mut repo = unencrypted(&repo_dir.path().join("repo"));
     let events = Events::default();
     let result = run_plan(&host, &mut repo, plan, options, &events);
     let archives = repo.archives().unwrap().0.len();

@@ -429,22 +429,8 @@ fn warn(builder: &mut ArchiveBuilder, observer: &dyn Observer, message: String) 
 mod tests {
     use super::*;
     use crate::item::stream::ItemStreamReader;
-    use crate::repo::backend::local::LocalDir;
-    use crate::repo::key::WrappedKey;
-    use crate::repo::{Compression, Credentials, EncryptionMode, InitOptions, Repository};
-    use std::sync::Arc;
-    use zeroize::Zeroizing;
-
-    struct NoCredentials;
-
-    impl Credentials for NoCredentials {
-        fn passphrase(&self) -> crate::repo::Result<Zeroizing<String>> {
-            unreachable!("an unencrypted repository asks for no passphrase")
-        }
-        fn key_file(&self, _: &str) -> crate::repo::Result<WrappedKey> {
-            unreachable!("an unencrypted repository has no key file")
-        }
-    }
+    use crate::repo::test_support::{unencrypted, NoCredentials};
+    use crate::repo::Repository;
 
     fn noise(n: usize, seed: u64) -> Vec<u8> {
         crate::ingest::pieces::tests::noise(n, seed)
@@ -495,13 +481,7 @@ mod tests {
         random_tree(&src);
         let mut archives = Vec::new();
         for threads in [1, 2, 5] {
-            let backend = Arc::new(LocalDir::new(tmp.path().join(format!("repo{threads}"))));
-            let opts = InitOptions {
-                encryption: EncryptionMode::None,
-                compression: Compression::None,
-                append_only: false,
-            };
-            let (repo, _) = Repository::init(backend, opts, &NoCredentials).unwrap();
+            let repo = unencrypted(&tmp.path().join(format!("repo{threads}")));
             let mut builder = ArchiveBuilder::new(&repo, None);
             builder.set_threads(threads);
             let tree = TreeSource {

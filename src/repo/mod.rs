@@ -26,6 +26,8 @@ pub mod location;
 pub mod lock;
 pub mod pack;
 pub mod reader;
+#[cfg(test)]
+pub mod test_support;
 pub mod trust;
 pub mod writer;
 
