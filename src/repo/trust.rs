@@ -258,6 +258,12 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
 /// temp + fsync + rename + fsync(dir), in directories only root can enter.
 fn write_json<T: Serialize>(top: &Path, path: &Path, value: &T) -> Result<()> {
     let dir = path.parent().expect("record paths have a parent");
+    // Only the store and what is below it are root's alone: directories above it that do
+    // not exist yet (/var/lib on a minimal system) get the usual permissions, or nobody else
+    // could reach anything else under them.
+    if let Some(above) = top.parent() {
+        std::fs::create_dir_all(above).map_err(|e| RepoError::io(above, e))?;
+    }
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -394,7 +400,7 @@ mod tests {
     fn records_are_private_and_reveal_no_key() {
         use std::os::unix::fs::MetadataExt;
         let tmp = tempfile::tempdir().unwrap();
-        let store = TrustStore::new(tmp.path().join("sec"));
+        let store = TrustStore::new(tmp.path().join("var/lib/sec"));
         let mut c = config(EncryptionMode::Keyfile, 3);
         let crypto = keyed(3);
         c.authenticate(&crypto);
@@ -408,6 +414,9 @@ mod tests {
             );
         }
         assert_eq!(std::fs::metadata(&rec_path).unwrap().mode() & 0o777, 0o600);
+        // The directories it had to make above the store stay reachable by others.
+        let above = std::fs::metadata(tmp.path().join("var/lib")).unwrap().mode();
+        assert_ne!(above & 0o005, 0, "{above:o}");
         let text = std::fs::read_to_string(&rec_path).unwrap();
         let keys = Keys::derive(&[3; 32]);
         for secret in [[3u8; 32], keys.enc, keys.id, keys.config_mac] {

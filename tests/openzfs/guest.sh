@@ -80,6 +80,8 @@ zpool sync rpool
 
 # manifest DIR > file: one line per entry with everything a restore must keep (not atime/ctime)
 manifest() {
+  # a missing directory (a failed restore) is one line, never a walk of the current directory
+  [ -d "$1" ] || { echo "missing directory '$1'"; return; }
   (cd "$1" && /usr/bin/find . | LC_ALL=C /usr/bin/sort | while read -r p; do
     if [ -d "$p" ] && [ ! -L "$p" ]; then
       /usr/bin/stat -c '%n %F %a %u:%g %y' "$p"        # a dir's size counts its entries: not compared
@@ -260,7 +262,7 @@ sim_checks() {
   say "export-tar | pct restore 120 --unprivileged 1"
   if (set -o pipefail; proxborg export-tar "$ARCH" - | pct restore 120 - --rootfs local-zfs:1 \
         --mp0 local-zfs:1,mp=/srv/data --unprivileged 1) >/tmp/restore.log 2>&1; then pass pct-restore
-  else fail pct-restore "$(tail -3 /tmp/restore.log | tr '\n' ' ')"; fi
+  else fail pct-restore "$(tail -3 /tmp/restore.log | tr '\n' ' ')"; cp /tmp/restore.log $H/pct-restore.log; fi
   NROOT=$(mnt subvol-120-disk-0) NMP0=$(mnt subvol-120-disk-1)
   compare pct-restore $ROOT/opt/special $NROOT/opt/special
   rm -f $A $B $NROOT/root/lockstep.a $NMP0/lockstep.b
