@@ -22,6 +22,9 @@ use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
 
 /// Largest plaintext blob a reader accepts (chunks are at most 4 MiB; metadata blobs smaller).
 pub const MAX_BLOB: usize = 64 << 20;
+/// Largest stored form of a blob: a blob is stored compressed only when that is smaller, so
+/// at most the plaintext, its tag byte, and the nonce and tag of the cipher.
+pub const MAX_STORED_BLOB: usize = MAX_BLOB + 1 + 24 + 16;
 const TAG_RAW: u8 = 0;
 const TAG_ZSTD: u8 = 1;
 
