@@ -5,7 +5,13 @@
 //! record  = len (unsigned LEB128 varint) | postcard(Item) of exactly len bytes
 //! ```
 //! The stream ends where the bytes end; the archive file records how many items it holds, so a
-//! truncated stream is detected. Decoders reject other magics and versions.
+//! truncated stream is detected (`ItemStreamReader::expect_items`). Decoders reject other
+//! magics and versions.
+//!
+//! Decoding limits: a record's length is checked against `MAX_RECORD` before its bytes are
+//! awaited or sliced; inside a record postcard preallocates at most 1 MiB per sequence and
+//! borrows nothing it has not bounds-checked. A decoded item is still untrusted: consumers
+//! check its sparse map (`item::checked_extents`) and paths before use.
 
 use super::Item;
 use thiserror::Error;
