@@ -43,14 +43,14 @@ pub fn header() -> Vec<u8> {
 }
 
 pub fn check_header(bytes: &[u8]) -> Result<(), CodecError> {
-    if bytes.len() < 5 {
+    let Some((magic, [version, ..])) = bytes.split_first_chunk::<4>() else {
         return Err(CodecError::Truncated);
-    }
-    if &bytes[..4] != MAGIC {
+    };
+    if magic != MAGIC {
         return Err(CodecError::BadMagic);
     }
-    if bytes[4] != VERSION {
-        return Err(CodecError::Version(bytes[4]));
+    if *version != VERSION {
+        return Err(CodecError::Version(*version));
     }
     Ok(())
 }
@@ -73,11 +73,14 @@ pub fn decode_record(buf: &[u8]) -> Result<Option<(Item, usize)>, CodecError> {
     if len > MAX_RECORD {
         return Err(CodecError::TooLarge(len));
     }
-    if buf.len() < hdr + len {
+    let Some(end) = hdr.checked_add(len) else {
+        return Err(CodecError::TooLarge(len));
+    };
+    let Some(record) = buf.get(hdr..end) else {
         return Ok(None);
-    }
-    let item = postcard::from_bytes(&buf[hdr..hdr + len])?;
-    Ok(Some((item, hdr + len)))
+    };
+    let item = postcard::from_bytes(record)?;
+    Ok(Some((item, end)))
 }
 
 fn write_varint(mut v: u64, out: &mut Vec<u8>) {

@@ -140,9 +140,8 @@ where
                 self.header_checked = true;
             }
             if self.header_checked {
-                if let Some((item, used)) =
-                    codec::decode_record(&self.buf[self.pos..]).map_err(corrupt)?
-                {
+                let rest = self.buf.get(self.pos..).unwrap_or_default();
+                if let Some((item, used)) = codec::decode_record(rest).map_err(corrupt)? {
                     self.pos += used;
                     return self.counted(item);
                 }
