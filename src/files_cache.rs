@@ -11,6 +11,9 @@
 //! ignored). Entries not seen for `ttl` runs are dropped. A file whose mtime is not safely
 //! older than the backup's start is not remembered: it could change again within the
 //! filesystem's timestamp granularity without its mtime moving (borg's "files cache race").
+//!
+//! Decoding limits: records of at most `MAX_RECORD` bytes, read before they are allocated;
+//! at most `u32::MAX` chunks in all; every failure is a `CacheError` and the cache is ignored.
 
 use crate::item::{ChunkRef, Extent, Item, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -74,7 +77,11 @@ struct Table {
 
 impl Table {
     fn chunks_of(&self, m: &Meta) -> &[ChunkRef] {
-        &self.chunks[m.start as usize..(m.start + m.count) as usize]
+        let start = m.start as usize;
+        start
+            .checked_add(m.count as usize)
+            .and_then(|end| self.chunks.get(start..end))
+            .unwrap_or(&[])
     }
 
     fn sparse_of(&self, m: &Meta) -> Option<&[Extent]> {
@@ -85,8 +92,19 @@ impl Table {
         if let Some(map) = sparse {
             self.sparse.insert(m.key, map.to_vec());
         }
-        m.start = self.chunks.len() as u32;
-        m.count = chunks.len() as u32;
+        // The arena is indexed in u32: a table that would outgrow it stops remembering (the
+        // decoder refuses such a file; a run remembering 4 G chunks has other problems).
+        let (Ok(start), Ok(count)) = (
+            u32::try_from(self.chunks.len()),
+            u32::try_from(chunks.len()),
+        ) else {
+            return;
+        };
+        if start.checked_add(count).is_none() {
+            return;
+        }
+        m.start = start;
+        m.count = count;
         self.chunks.extend_from_slice(chunks);
         self.metas.push(m);
     }
@@ -352,15 +370,49 @@ fn write_varint(mut v: u64, out: &mut Vec<u8>) {
     }
 }
 
-/// Reads a cache file record by record; `None` if it is missing or damaged in any way.
+/// Why a cache file was not used (it is then ignored: the cache is only an accelerator).
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("files cache: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("files cache: not a version {VERSION} cache")]
+    Header,
+    #[error("files cache: record of {0} bytes is over the limit")]
+    TooLarge(u64),
+    #[error("files cache: more than {} chunks", u32::MAX)]
+    TooManyChunks,
+    #[error("files cache: undecodable record: {0}")]
+    Decode(#[from] postcard::Error),
+    #[error("files cache: records out of order")]
+    Unsorted,
+    #[error("files cache: bad varint")]
+    Varint,
+    #[error("files cache: checksum mismatch")]
+    Checksum,
+}
+
+/// Largest record read (a 16 GiB file's chunk list is a few MiB).
+pub const MAX_RECORD: u64 = 64 << 20;
+
 fn read_table(path: &Path) -> Option<Table> {
     let file = std::fs::File::open(path).ok()?;
-    let mut r = std::io::BufReader::new(file);
+    decode_table(std::io::BufReader::new(file)).ok()
+}
+
+/// Decodes a cache file and returns how many entries it holds; the entry point for fuzzing.
+pub fn decode(bytes: &[u8]) -> Result<usize, CacheError> {
+    decode_table(bytes).map(|t| t.metas.len())
+}
+
+/// Reads a cache file record by record. Limits: a record's length is checked against
+/// `MAX_RECORD` and its bytes are read before the buffer grows to hold them, so a short file
+/// never makes us allocate what it claims; the chunk arena stays within `u32` indices.
+fn decode_table(mut r: impl Read) -> Result<Table, CacheError> {
     let mut hasher = blake3::Hasher::new();
     let mut head = [0u8; 5];
-    r.read_exact(&mut head).ok()?;
+    r.read_exact(&mut head)?;
     if &head[..4] != MAGIC || head[4] != VERSION {
-        return None;
+        return Err(CacheError::Header);
     }
     hasher.update(&head);
     let mut table = Table::default();
@@ -371,15 +423,18 @@ fn read_table(path: &Path) -> Option<Table> {
         if len == 0 {
             break;
         }
-        if len > 64 << 20 {
-            return None;
+        if len > MAX_RECORD {
+            return Err(CacheError::TooLarge(len));
         }
-        buf.resize(len as usize, 0);
-        r.read_exact(&mut buf).ok()?;
+        buf.clear();
+        let got = (&mut r).take(len).read_to_end(&mut buf)?;
+        if got as u64 != len {
+            return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+        }
         hasher.update(&buf);
-        let rec: RecordIn = postcard::from_bytes(&buf).ok()?;
+        let rec: RecordIn = postcard::from_bytes(&buf)?;
         if last.is_some_and(|k| k >= rec.key) {
-            return None; // not sorted: not ours
+            return Err(CacheError::Unsorted); // not sorted: not ours
         }
         last = Some(rec.key);
         let meta = Meta {
@@ -392,25 +447,31 @@ fn read_table(path: &Path) -> Option<Table> {
             start: 0,
             count: 0,
         };
+        if table.chunks.len().saturating_add(rec.chunks.len()) > u32::MAX as usize {
+            return Err(CacheError::TooManyChunks);
+        }
         table.push(meta, &rec.chunks, rec.sparse.as_deref());
     }
     let mut sum = [0u8; 32];
-    r.read_exact(&mut sum).ok()?;
-    (hasher.finalize().as_bytes() == &sum).then_some(table)
+    r.read_exact(&mut sum)?;
+    if hasher.finalize().as_bytes() != &sum {
+        return Err(CacheError::Checksum);
+    }
+    Ok(table)
 }
 
-fn read_varint(r: &mut impl Read, hasher: &mut blake3::Hasher) -> Option<u64> {
+fn read_varint(r: &mut impl Read, hasher: &mut blake3::Hasher) -> Result<u64, CacheError> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
         let mut b = [0u8; 1];
-        r.read_exact(&mut b).ok()?;
+        r.read_exact(&mut b)?;
         hasher.update(&b);
         v |= ((b[0] & 0x7f) as u64) << shift;
         if b[0] & 0x80 == 0 {
-            return Some(v);
+            return Ok(v);
         }
     }
-    None
+    Err(CacheError::Varint)
 }
 
 /// The client cache directory for a repository: `PROXBORG_CACHE_DIR`, else
@@ -545,6 +606,34 @@ mod tests {
             assert_eq!(c.len(), expected);
             drop(c);
         }
+    }
+
+    #[test]
+    fn a_short_file_claiming_a_huge_record_allocates_nothing_large() {
+        let mut bytes = MAGIC.to_vec();
+        bytes.push(VERSION);
+        let mut len = Vec::new();
+        write_varint(MAX_RECORD, &mut len);
+        bytes.extend_from_slice(&len);
+        bytes.extend_from_slice(&[1, 2, 3]);
+        assert!(matches!(decode(&bytes), Err(CacheError::Io(_))));
+        write_varint(MAX_RECORD + 1, &mut bytes);
+        assert!(decode(&bytes).is_err());
+        assert!(matches!(decode(b"PXFC\x09"), Err(CacheError::Header)));
+        let mut t = Table::default();
+        let m = Meta {
+            key: [0; 16],
+            ino: 0,
+            size: 0,
+            mtime: 0,
+            ctime: 0,
+            age: 0,
+            start: u32::MAX,
+            count: 2,
+        };
+        assert!(t.chunks_of(&m).is_empty(), "u32 start + count overflowed");
+        t.push(m, &[], None);
+        assert_eq!(t.metas.len(), 1);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod backup;
 pub mod cli;
 pub mod export;
 pub mod files_cache;
+pub mod fuzz;
 pub mod host;
 pub mod ingest;
 pub mod item;

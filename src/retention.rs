@@ -120,7 +120,9 @@ pub fn decide(
 pub fn parse_within(s: &str) -> Result<jiff::SignedDuration, String> {
     let bad =
         || format!("invalid interval {s:?}: expected NUMBER followed by H, d, w, m or y (e.g. 7d)");
-    let (num, unit) = s.split_at(s.len().checked_sub(1).ok_or_else(bad)?);
+    // The unit is the last character, which need not be one byte.
+    let cut = s.char_indices().last().map(|(i, _)| i).ok_or_else(bad)?;
+    let (num, unit) = s.split_at(cut);
     let n: i64 = num.parse().map_err(|_| bad())?;
     if n <= 0 {
         return Err(bad());
@@ -133,7 +135,11 @@ pub fn parse_within(s: &str) -> Result<jiff::SignedDuration, String> {
         "y" => 24 * 365,
         _ => return Err(bad()),
     };
-    Ok(jiff::SignedDuration::from_hours(n * hours))
+    let secs = n
+        .checked_mul(hours)
+        .and_then(|h| h.checked_mul(3600))
+        .ok_or_else(|| format!("invalid interval {s:?}: too long"))?;
+    Ok(jiff::SignedDuration::from_secs(secs))
 }
 
 /// The series an archive belongs to: the creator's `series` metadata (guests: `lxc-100`,
@@ -445,6 +451,18 @@ mod tests {
                 "2026-01-01T00:00:00.5Z last #2",
                 "2026-01-01T00:00:00.9Z last #1"
             ]
+        );
+    }
+
+    #[test]
+    fn within_rejects_multibyte_units_and_overflow() {
+        assert!(parse_within("7\u{fffd}").is_err());
+        assert!(parse_within("\u{fffd}").is_err());
+        assert!(parse_within(&format!("{}y", i64::MAX)).is_err());
+        assert!(parse_within("9999999999999999d").is_err());
+        assert_eq!(
+            parse_within("2H").unwrap(),
+            jiff::SignedDuration::from_hours(2)
         );
     }
 

@@ -73,11 +73,12 @@ impl<W: Write> TarWriter<W> {
                 Some(extents) => {
                     let extents = checked_extents(extents, item.size, &path)?;
                     let map = sparse_map_text(&extents, item.size);
-                    size = map.len() as u64
-                        + extents
-                            .iter()
-                            .map(|e| e.len + header::padding(e.len))
-                            .sum::<u64>();
+                    size = extents
+                        .iter()
+                        .try_fold(map.len() as u64, |n, e| {
+                            n.checked_add(e.len)?.checked_add(header::padding(e.len))
+                        })
+                        .ok_or_else(|| invalid(&path, "sparse member too large for tar"))?;
                     sparse_map = Some((extents, map));
                     TypeFlag::Regular
                 }
@@ -321,26 +322,8 @@ fn split_last(name: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-/// Data extents in order, zero-length ones dropped (GNU tar truncates the file at a
-/// zero-length entry), checked to be sorted, disjoint and inside the file.
 fn checked_extents(extents: &[Extent], size: u64, path: &str) -> Result<Vec<Extent>, ExportError> {
-    let mut out = Vec::with_capacity(extents.len());
-    let mut end = 0u64;
-    for e in extents.iter().filter(|e| e.len > 0) {
-        let e_end = e
-            .offset
-            .checked_add(e.len)
-            .ok_or_else(|| invalid(path, "sparse extent overflows"))?;
-        if e.offset < end {
-            return Err(invalid(path, "sparse extents overlap or are out of order"));
-        }
-        if e_end > size {
-            return Err(invalid(path, "sparse extent ends past the file size"));
-        }
-        end = e_end;
-        out.push(*e);
-    }
-    Ok(out)
+    crate::item::checked_extents(extents, size).map_err(|reason| invalid(path, reason))
 }
 
 /// The GNU sparse 1.0 map: entry count, then offset and length per entry, one decimal number
@@ -419,6 +402,16 @@ mod tests {
             len: 10,
         }]);
         assert!(w.append(&it, &mut &[0u8; 10][..]).is_err());
+        // Valid extents whose padded member size overflows u64.
+        it.size = u64::MAX;
+        it.sparse = Some(vec![Extent {
+            offset: 0,
+            len: u64::MAX - 10,
+        }]);
+        assert!(matches!(
+            w.append(&it, &mut &[0u8; 10][..]),
+            Err(ExportError::InvalidItem { .. })
+        ));
     }
 
     #[test]

@@ -5,7 +5,13 @@
 //! record  = len (unsigned LEB128 varint) | postcard(Item) of exactly len bytes
 //! ```
 //! The stream ends where the bytes end; the archive file records how many items it holds, so a
-//! truncated stream is detected. Decoders reject other magics and versions.
+//! truncated stream is detected (`ItemStreamReader::expect_items`). Decoders reject other
+//! magics and versions.
+//!
+//! Decoding limits: a record's length is checked against `MAX_RECORD` before its bytes are
+//! awaited or sliced; inside a record postcard preallocates at most 1 MiB per sequence and
+//! borrows nothing it has not bounds-checked. A decoded item is still untrusted: consumers
+//! check its sparse map (`item::checked_extents`) and paths before use.
 
 use super::Item;
 use thiserror::Error;
@@ -37,14 +43,14 @@ pub fn header() -> Vec<u8> {
 }
 
 pub fn check_header(bytes: &[u8]) -> Result<(), CodecError> {
-    if bytes.len() < 5 {
+    let Some((magic, [version, ..])) = bytes.split_first_chunk::<4>() else {
         return Err(CodecError::Truncated);
-    }
-    if &bytes[..4] != MAGIC {
+    };
+    if magic != MAGIC {
         return Err(CodecError::BadMagic);
     }
-    if bytes[4] != VERSION {
-        return Err(CodecError::Version(bytes[4]));
+    if *version != VERSION {
+        return Err(CodecError::Version(*version));
     }
     Ok(())
 }
@@ -67,11 +73,14 @@ pub fn decode_record(buf: &[u8]) -> Result<Option<(Item, usize)>, CodecError> {
     if len > MAX_RECORD {
         return Err(CodecError::TooLarge(len));
     }
-    if buf.len() < hdr + len {
+    let Some(end) = hdr.checked_add(len) else {
+        return Err(CodecError::TooLarge(len));
+    };
+    let Some(record) = buf.get(hdr..end) else {
         return Ok(None);
-    }
-    let item = postcard::from_bytes(&buf[hdr..hdr + len])?;
-    Ok(Some((item, hdr + len)))
+    };
+    let item = postcard::from_bytes(record)?;
+    Ok(Some((item, end)))
 }
 
 fn write_varint(mut v: u64, out: &mut Vec<u8>) {

@@ -141,10 +141,11 @@ impl Item {
         }
     }
 
-    /// Bytes of content actually stored: the data extents, not the holes.
+    /// Bytes of content actually stored: the data extents, not the holes. Saturates: a map
+    /// whose lengths overflow is refused by [`checked_extents`] before anything is written.
     pub fn stored_len(&self) -> u64 {
         match &self.sparse {
-            Some(extents) => extents.iter().map(|e| e.len).sum(),
+            Some(extents) => extents.iter().fold(0u64, |n, e| n.saturating_add(e.len)),
             None => self.size,
         }
     }
@@ -155,5 +156,49 @@ impl Item {
 
     pub fn is_dir(&self) -> bool {
         matches!(self.kind, Kind::Dir)
+    }
+}
+
+/// A sparse map as the consumers of an archive (extract, export) need it: zero-length extents
+/// dropped, the rest sorted, disjoint and inside a file of `size` bytes. The map comes from
+/// the repository, so this is checked before a byte is written.
+pub fn checked_extents(extents: &[Extent], size: u64) -> Result<Vec<Extent>, &'static str> {
+    let mut out = Vec::with_capacity(extents.len());
+    let mut end = 0u64;
+    for e in extents.iter().filter(|e| e.len > 0) {
+        let e_end = e
+            .offset
+            .checked_add(e.len)
+            .ok_or("sparse extent overflows")?;
+        if e.offset < end {
+            return Err("sparse extents overlap or are out of order");
+        }
+        if e_end > size {
+            return Err("sparse extent ends past the file size");
+        }
+        end = e_end;
+        out.push(*e);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparse_maps_are_checked() {
+        let e = |offset, len| Extent { offset, len };
+        assert_eq!(
+            checked_extents(&[e(0, 0), e(2, 3), e(5, 5)], 10),
+            Ok(vec![e(2, 3), e(5, 5)])
+        );
+        assert!(checked_extents(&[e(5, 5), e(0, 1)], 10).is_err());
+        assert!(checked_extents(&[e(0, 5), e(4, 1)], 10).is_err());
+        assert!(checked_extents(&[e(8, 5)], 10).is_err());
+        assert!(checked_extents(&[e(u64::MAX, 2)], u64::MAX).is_err());
+        let mut it = Item::new("f", Kind::File);
+        it.sparse = Some(vec![e(0, u64::MAX), e(0, u64::MAX)]);
+        assert_eq!(it.stored_len(), u64::MAX);
     }
 }

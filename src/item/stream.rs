@@ -78,6 +78,9 @@ pub struct ItemStreamReader<G> {
     pos: usize,
     header_checked: bool,
     failed: bool,
+    /// Items the archive file says the stream holds (`expect_items`), and items read so far.
+    expected: Option<u64>,
+    seen: u64,
 }
 
 impl<G> ItemStreamReader<G>
@@ -92,6 +95,39 @@ where
             pos: 0,
             header_checked: false,
             failed: false,
+            expected: None,
+            seen: 0,
+        }
+    }
+
+    /// Makes a stream that ends before `n` items, or holds more, an error: a stream cut at a
+    /// record boundary (its last blobs dropped from the list) decodes cleanly otherwise.
+    pub fn expect_items(mut self, n: u64) -> Self {
+        self.expected = Some(n);
+        self
+    }
+
+    fn counted(&mut self, item: Item) -> Result<Option<Item>, RepoError> {
+        self.seen += 1;
+        match self.expected {
+            Some(n) if self.seen > n => Err(RepoError::corrupt(
+                "item stream",
+                format!("holds more than the {n} items its archive records"),
+            )),
+            _ => Ok(Some(item)),
+        }
+    }
+
+    fn ended(&self) -> Result<Option<Item>, RepoError> {
+        match self.expected {
+            Some(n) if self.seen != n => Err(RepoError::corrupt(
+                "item stream",
+                format!(
+                    "ends after {} of the {n} items its archive records (truncated)",
+                    self.seen
+                ),
+            )),
+            _ => Ok(None),
         }
     }
 
@@ -104,11 +140,10 @@ where
                 self.header_checked = true;
             }
             if self.header_checked {
-                if let Some((item, used)) =
-                    codec::decode_record(&self.buf[self.pos..]).map_err(corrupt)?
-                {
+                let rest = self.buf.get(self.pos..).unwrap_or_default();
+                if let Some((item, used)) = codec::decode_record(rest).map_err(corrupt)? {
                     self.pos += used;
-                    return Ok(Some(item));
+                    return self.counted(item);
                 }
             }
             match self.blobs.next() {
@@ -118,8 +153,8 @@ where
                     self.pos = 0;
                     self.buf.extend_from_slice(&bytes);
                 }
-                None if self.buf.len() == self.pos && self.header_checked => return Ok(None),
-                None if self.buf.is_empty() && !self.header_checked => return Ok(None),
+                None if self.buf.len() == self.pos && self.header_checked => return self.ended(),
+                None if self.buf.is_empty() && !self.header_checked => return self.ended(),
                 None => return Err(RepoError::corrupt("item stream", "ends inside a record")),
             }
         }
@@ -191,6 +226,38 @@ mod tests {
         let (got, blobs) = roundtrip(&items);
         assert_eq!(got, items);
         assert!(blobs > 10);
+    }
+
+    #[test]
+    fn a_stream_cut_at_a_record_boundary_is_detected_by_its_count() {
+        // One whole record per blob (the header in the first), so dropping the last blob
+        // leaves a stream that decodes cleanly: only the archive's item count tells.
+        let mut blobs: Vec<Vec<u8>> = (0..3)
+            .map(|i| {
+                let mut b = Vec::new();
+                let it = Item::new(format!("f{i}"), crate::item::Kind::File);
+                codec::encode_record(&it, &mut b).unwrap();
+                b
+            })
+            .collect();
+        blobs[0].splice(0..0, codec::header());
+        let ids: Vec<ChunkId> = (0..3u8).map(|i| ChunkId([i; 32])).collect();
+        let get = |id: &ChunkId| Ok(blobs[id.0[0] as usize].clone());
+        let read = |ids: &[ChunkId], n: u64| -> Result<Vec<Item>, RepoError> {
+            ItemStreamReader::new(ids.to_vec(), get)
+                .expect_items(n)
+                .collect()
+        };
+        assert_eq!(read(&ids, 3).unwrap().len(), 3);
+        let cut: Result<Vec<_>, _> = ItemStreamReader::new(ids[..2].to_vec(), get).collect();
+        assert_eq!(cut.unwrap().len(), 2, "the cut stream alone looks whole");
+        let err = read(&ids[..2], 3).unwrap_err();
+        assert!(
+            err.is_corruption() && err.to_string().contains("truncated"),
+            "{err}"
+        );
+        let err = read(&ids, 2).unwrap_err();
+        assert!(err.to_string().contains("more than the 2 items"), "{err}");
     }
 
     #[test]

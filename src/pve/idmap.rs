@@ -113,7 +113,11 @@ impl IdMap {
                 if a.kind != b.kind {
                     continue;
                 }
-                let overlap = |s1: u32, s2: u32| s1 < s2 + b.count && s2 < s1 + a.count;
+                // In u64: entries built by hand need not have passed `parse`'s range check.
+                let overlap = |s1: u32, s2: u32| {
+                    u64::from(s1) < u64::from(s2) + u64::from(b.count)
+                        && u64::from(s2) < u64::from(s1) + u64::from(a.count)
+                };
                 if overlap(a.ct_start, b.ct_start) || overlap(a.host_start, b.host_start) {
                     return Err(format!("id map entries {a:?} and {b:?} overlap"));
                 }
@@ -156,7 +160,7 @@ impl IdMap {
         self.entries
             .iter()
             .find(|e| e.kind == kind && host >= e.host_start && host - e.host_start < e.count)
-            .map(|e| e.ct_start + (host - e.host_start))
+            .and_then(|e| e.ct_start.checked_add(host - e.host_start))
     }
 
     pub fn ct_to_host(&self, kind: IdKind, ct: u32) -> Option<u32> {
@@ -166,7 +170,7 @@ impl IdMap {
         self.entries
             .iter()
             .find(|e| e.kind == kind && ct >= e.ct_start && ct - e.ct_start < e.count)
-            .map(|e| e.host_start + (ct - e.ct_start))
+            .and_then(|e| e.host_start.checked_add(ct - e.ct_start))
     }
 
     /// The id the container sees for a host id: mapped, or 65534 when unmapped.
@@ -240,27 +244,33 @@ pub fn translate_capability(map: &IdMap, value: &[u8]) -> Result<Vec<u8>, Transl
     );
     let root = match (magic & REVISION_MASK, value.len()) {
         (REVISION_2, 20) => 0,
-        (REVISION_3, 24) => u32::from_le_bytes(value[20..24].try_into().map_err(|_| malformed())?),
+        (REVISION_3, 24) => u32::from_le_bytes(
+            value
+                .get(20..24)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(malformed)?,
+        ),
         _ => return Err(malformed()),
     };
+    let caps = value.get(4..20).ok_or_else(malformed)?;
     let flags = magic & !REVISION_MASK;
     match map.host_to_ct(IdKind::Uid, root) {
         Some(r) if r != 0 => {
             let mut v = (REVISION_3 | flags).to_le_bytes().to_vec();
-            v.extend_from_slice(&value[4..20]);
+            v.extend_from_slice(caps);
             v.extend_from_slice(&r.to_le_bytes());
             Ok(v)
         }
         // Owned by the container's root, or by host root (an ancestor namespace's root).
-        Some(_) => Ok(as_v2(flags, value)),
-        None if root == 0 => Ok(as_v2(flags, value)),
+        Some(_) => Ok(as_v2(flags, caps)),
+        None if root == 0 => Ok(as_v2(flags, caps)),
         None => Err(TranslateWarning::CapabilityNotVisible { rootid: root }),
     }
 }
 
-fn as_v2(flags: u32, value: &[u8]) -> Vec<u8> {
+fn as_v2(flags: u32, caps: &[u8]) -> Vec<u8> {
     let mut v = (REVISION_2 | flags).to_le_bytes().to_vec();
-    v.extend_from_slice(&value[4..20]);
+    v.extend_from_slice(caps);
     v
 }
 

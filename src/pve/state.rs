@@ -3,6 +3,9 @@
 //! It reads `.vmlist`, resolves `local` to `nodes/<node>`, and reads this node's guest configs,
 //! `storage.cfg`, `user.cfg` and `firewall/<vmid>.fw`. A broken guest config does not stop the
 //! load: it is kept as an error for the guest, so other targets still plan.
+//!
+//! Limits: a file over `MAX_FILE` bytes or not UTF-8 is an error before it is parsed; the
+//! parsers themselves allocate in proportion to the text (no counts are read from it).
 
 use super::conf::{parse_guest_config, GuestConfig, GuestKind};
 use super::pools::{parse_user_cfg_pools, Pool};
@@ -49,17 +52,32 @@ pub struct PveState {
     pub pools: Vec<Pool>,
 }
 
+/// Largest PVE file read. pmxcfs keeps small files (a guest config is a few KiB); anything
+/// this large is not one, and is refused rather than read into memory.
+pub const MAX_FILE: u64 = 16 << 20;
+
 fn read_opt(path: &Path) -> Result<Option<String>, ConfigError> {
-    match std::fs::read(path) {
-        Ok(b) => String::from_utf8(b)
-            .map(Some)
-            .map_err(|_| ConfigError::invalid(path, "not UTF-8 text")),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(ConfigError::Io {
-            file: path.to_path_buf(),
-            source,
-        }),
+    use std::io::Read;
+    let io = |source| ConfigError::Io {
+        file: path.to_path_buf(),
+        source,
+    };
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(io(source)),
+    };
+    let mut b = Vec::new();
+    file.take(MAX_FILE + 1).read_to_end(&mut b).map_err(io)?;
+    if b.len() as u64 > MAX_FILE {
+        return Err(ConfigError::invalid(
+            path,
+            format!("larger than {MAX_FILE} bytes"),
+        ));
     }
+    String::from_utf8(b)
+        .map(Some)
+        .map_err(|_| ConfigError::invalid(path, "not UTF-8 text"))
 }
 
 impl PveState {

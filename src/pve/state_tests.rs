@@ -331,3 +331,16 @@ fn load_errors_name_the_file() {
         "dir: local always exists"
     );
 }
+
+#[test]
+fn an_oversized_file_is_refused_not_read() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("storage.cfg");
+    let f = std::fs::File::create(&p).unwrap();
+    f.set_len(MAX_FILE + 1).unwrap();
+    let err = read_opt(&p).unwrap_err().to_string();
+    assert!(err.contains("larger than"), "{err}");
+    f.set_len(3).unwrap();
+    assert_eq!(read_opt(&p).unwrap().as_deref(), Some("\0\0\0"));
+    assert!(read_opt(&d.path().join("missing")).unwrap().is_none());
+}

@@ -196,7 +196,8 @@ fn check_archives(repo: &Repository, index: &Arc<Index>, report: &mut CheckRepor
             }
         };
         let mut missing: HashMap<ChunkId, String> = HashMap::new();
-        let items = ItemStreamReader::new(manifest.item_stream.clone(), |id| source.read_blob(id));
+        let items = ItemStreamReader::new(manifest.item_stream.clone(), |id| source.read_blob(id))
+            .expect_items(manifest.stats.items);
         for item in items {
             match item {
                 Ok(item) => {
@@ -247,14 +248,7 @@ fn verify_pack(
             .problems
             .push(format!("{key}: contents do not match its name (damaged)"));
     }
-    let entries = match bytes
-        .len()
-        .checked_sub(4)
-        .ok_or_else(|| RepoError::corrupt(&key, "too short"))
-        .and_then(|t| pack::header_range(bytes.len() as u64, &bytes[t..]))
-        .and_then(|(off, len)| {
-            pack::decode_header(crypto, &bytes[off as usize..off as usize + len], off, &key)
-        }) {
+    let entries = match pack::decode_pack(crypto, &bytes, &key) {
         Ok(e) => e,
         Err(e) => {
             report.problems.push(format!("{key}: {e}"));
@@ -262,9 +256,10 @@ fn verify_pack(
         }
     };
     for e in entries {
-        let stored = &bytes[e.offset as usize..(e.offset + e.length) as usize];
         report.blobs_verified += 1;
-        if let Err(err) = crypto.decode_blob(&e.id, stored, e.raw_len as usize) {
+        let decoded = pack::blob_bytes(&bytes, &e, &key)
+            .and_then(|stored| crypto.decode_blob(&e.id, stored, e.raw_len as usize));
+        if let Err(err) = decoded {
             report.problems.push(format!("{key}: blob {}: {err}", e.id));
         }
     }

@@ -227,7 +227,9 @@ fn mark_all(
             Err(e) => return Err(e),
         };
         live.extend(manifest.item_stream.iter().copied());
-        for item in ItemStreamReader::new(manifest.item_stream.clone(), |id| source.read_blob(id)) {
+        let items = ItemStreamReader::new(manifest.item_stream.clone(), |id| source.read_blob(id))
+            .expect_items(manifest.stats.items);
+        for item in items {
             let item = item.map_err(|e| {
                 RepoError::corrupt(
                     format!("archive {:?}", manifest.name),

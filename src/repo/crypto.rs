@@ -12,6 +12,11 @@
 //! Sealed object (pack headers, index files, archive files):
 //! `magic[4] ‖ version u8 ‖ mode u8 ‖ rest`, mode 0: `rest = body ‖ BLAKE3(magic‖version‖mode‖body)`,
 //! mode 1: `rest = nonce[24] ‖ XChaCha20-Poly1305(body, aad = magic‖version‖mode)`.
+//!
+//! Decoding limits: a blob claiming more than `MAX_BLOB` plain bytes is refused before anything
+//! is allocated; decompression allocates the claimed length (at most `MAX_BLOB`) and no more.
+//! Readers check an index entry against `MAX_STORED_BLOB` before fetching it. Unsealing copies
+//! at most the object it was given; sizes are split with checked slicing, never indexing.
 
 use super::compression::Compression;
 use super::error::{RepoError, Result};
@@ -22,6 +27,9 @@ use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
 
 /// Largest plaintext blob a reader accepts (chunks are at most 4 MiB; metadata blobs smaller).
 pub const MAX_BLOB: usize = 64 << 20;
+/// Largest stored form of a blob: a blob is stored compressed only when that is smaller, so
+/// at most the plaintext, its tag byte, and the nonce and tag of the cipher.
+pub const MAX_STORED_BLOB: usize = MAX_BLOB + 1 + 24 + 16;
 const TAG_RAW: u8 = 0;
 const TAG_ZSTD: u8 = 1;
 
@@ -135,18 +143,12 @@ impl Crypto {
         let framed_ref: &[u8] = match self.cipher() {
             None => stored,
             Some(c) => {
-                if stored.len() < 24 + 16 {
-                    return Err(RepoError::corrupt(what(), "too short to be encrypted"));
-                }
-                let nonce = XNonce::try_from(&stored[..24]).expect("24 bytes");
+                let (nonce, msg) = stored
+                    .split_first_chunk::<24>()
+                    .filter(|(_, msg)| msg.len() >= 16)
+                    .ok_or_else(|| RepoError::corrupt(what(), "too short to be encrypted"))?;
                 framed = c
-                    .decrypt(
-                        &nonce,
-                        Payload {
-                            msg: &stored[24..],
-                            aad: &id.0,
-                        },
-                    )
+                    .decrypt(&XNonce::from(*nonce), Payload { msg, aad: &id.0 })
                     .map_err(|_| {
                         RepoError::corrupt(what(), "authentication failed (tampered or damaged)")
                     })?;
@@ -230,32 +232,34 @@ impl Crypto {
 
     /// Verifies and opens a sealed object; returns its version and body.
     pub fn unseal(&self, magic: &[u8; 4], stored: &[u8], what: &str) -> Result<(u8, Vec<u8>)> {
-        if stored.len() < 6 || &stored[..4] != magic {
+        let Some((head, rest)) = stored.split_first_chunk::<6>() else {
+            return Err(RepoError::corrupt(what, "bad magic"));
+        };
+        if &head[..4] != magic {
             return Err(RepoError::corrupt(what, "bad magic"));
         }
-        let (version, mode) = (stored[4], stored[5]);
+        let (version, mode) = (head[4], head[5]);
+        let truncated = || RepoError::corrupt(what, "truncated");
         match (mode, self.cipher()) {
             (0, None) => {
-                if stored.len() < 6 + 32 {
-                    return Err(RepoError::corrupt(what, "truncated"));
-                }
-                let (content, sum) = stored.split_at(stored.len() - 32);
+                let (body, sum) = rest.split_last_chunk::<32>().ok_or_else(truncated)?;
+                let content = stored.get(..stored.len() - 32).ok_or_else(truncated)?;
                 if blake3::hash(content).as_bytes() != sum {
                     return Err(RepoError::corrupt(what, "checksum mismatch"));
                 }
-                Ok((version, content[6..].to_vec()))
+                Ok((version, body.to_vec()))
             }
             (1, Some(c)) => {
-                if stored.len() < 6 + 24 + 16 {
-                    return Err(RepoError::corrupt(what, "truncated"));
-                }
-                let nonce = XNonce::try_from(&stored[6..30]).expect("24 bytes");
+                let (nonce, msg) = rest
+                    .split_first_chunk::<24>()
+                    .filter(|(_, msg)| msg.len() >= 16)
+                    .ok_or_else(truncated)?;
                 let body = c
                     .decrypt(
-                        &nonce,
+                        &XNonce::from(*nonce),
                         Payload {
-                            msg: &stored[30..],
-                            aad: &stored[..6],
+                            msg,
+                            aad: head.as_slice(),
                         },
                     )
                     .map_err(|_| {

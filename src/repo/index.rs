@@ -7,11 +7,15 @@
 //! the packs it names are durable, so an index never dangles. Several index files may list the
 //! same blob (concurrent writers): any copy is valid. `supersedes` lets compaction replace old
 //! index files by a merged one; a reader ignores index files superseded by another it sees.
+//!
+//! Decoding limits: postcard preallocates at most 1 MiB per sequence whatever count a file
+//! claims; every entry must claim at most `MAX_STORED_BLOB` bytes stored and `MAX_BLOB` plain
+//! (`pack::check_entry`), so a read never allocates a length only storage vouches for.
 
 use super::crypto::Crypto;
 use super::error::{RepoError, Result};
 use super::id::ChunkId;
-use super::pack::{BlobKind, PackEntry};
+use super::pack::{check_entry, BlobKind, PackEntry};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 
@@ -38,7 +42,18 @@ impl IndexFile {
 
     pub fn decode(crypto: &Crypto, stored: &[u8], what: &str) -> Result<Self> {
         let body = crypto.unseal_version(MAGIC, VERSION, stored, what)?;
-        postcard::from_bytes(&body).map_err(|e| RepoError::corrupt(what, e.to_string()))
+        Self::decode_body(&body, what)
+    }
+
+    /// The unsealed part of [`IndexFile::decode`]: every entry's lengths are checked here, so
+    /// the in-memory index never holds one a reader would allocate blindly.
+    pub fn decode_body(body: &[u8], what: &str) -> Result<Self> {
+        let file: IndexFile =
+            postcard::from_bytes(body).map_err(|e| RepoError::corrupt(what, e.to_string()))?;
+        for e in file.packs.iter().flat_map(|p| &p.blobs) {
+            check_entry(e, what)?;
+        }
+        Ok(file)
     }
 }
 
@@ -209,6 +224,22 @@ mod tests {
                 prop_assert_eq!(IndexFile::decode(&c, &f.encode(&c).unwrap(), "i").unwrap(), f.clone());
             }
         }
+    }
+
+    #[test]
+    fn impossible_entry_lengths_are_refused() {
+        let mut e = entry(1, 0);
+        e.length = u32::MAX;
+        let f = IndexFile {
+            packs: vec![IndexedPack {
+                pack: ChunkId([1; 32]),
+                blobs: vec![e],
+            }],
+            supersedes: vec![],
+        };
+        let c = Crypto::plain();
+        let err = IndexFile::decode(&c, &f.encode(&c).unwrap(), "i").unwrap_err();
+        assert!(err.is_corruption(), "{err}");
     }
 
     #[test]

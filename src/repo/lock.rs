@@ -19,6 +19,9 @@
 //!
 //! Stale locks: a lock whose holder is a dead pid on this host, or that has not been refreshed
 //! for `STALE_AFTER` (holders refresh every `REFRESH_EVERY`), is broken with a message.
+//!
+//! Lock objects are untrusted input: at most `MAX_LOCK` bytes are decoded, and their times may
+//! be any `i64` (arithmetic on them saturates).
 
 use super::backend::Backend;
 use super::error::{RepoError, Result};
@@ -31,6 +34,8 @@ use std::time::{Duration, Instant};
 pub const REFRESH_EVERY: Duration = Duration::from_secs(60);
 pub const STALE_AFTER: Duration = Duration::from_secs(15 * 60);
 const POLL: Duration = Duration::from_millis(200);
+/// Largest lock object decoded (a real one is about 150 bytes).
+pub const MAX_LOCK: usize = 64 << 10;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -52,7 +57,7 @@ pub struct LockInfo {
 }
 
 impl LockInfo {
-    fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!(
             "{} lock of `{}` (pid {} on {}, since {})",
             match self.kind {
@@ -68,16 +73,36 @@ impl LockInfo {
         )
     }
 
-    /// Why this lock is stale, if it is.
+    /// Why this lock is stale, if it is. The times come from storage: any `i64` is handled,
+    /// and a refresh time further in the future than `STALE_AFTER` (no clock is that far off)
+    /// makes the lock stale rather than binding forever.
     pub fn stale_reason(&self, this_host: &str, now: i64) -> Option<String> {
         if self.host == this_host && !pid_alive(self.pid) {
             return Some(format!("process {} no longer runs", self.pid));
         }
-        let age = now - self.refreshed;
-        if age > STALE_AFTER.as_secs() as i64 {
+        let limit = STALE_AFTER.as_secs() as i64;
+        let age = now.saturating_sub(self.refreshed);
+        if age > limit {
             return Some(format!("not refreshed for {age} s"));
         }
+        if age < -limit {
+            return Some(format!(
+                "refreshed {} s in the future",
+                age.saturating_neg()
+            ));
+        }
         None
+    }
+
+    /// Decodes a lock object; larger than `MAX_LOCK` bytes is not a lock.
+    pub fn decode(bytes: &[u8]) -> std::result::Result<LockInfo, String> {
+        if bytes.len() > MAX_LOCK {
+            return Err(format!(
+                "{} bytes, over the {MAX_LOCK}-byte limit",
+                bytes.len()
+            ));
+        }
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())
     }
 }
 
@@ -207,7 +232,7 @@ fn first_conflict(
             continue;
         }
         let info: LockInfo = match backend.get(&key) {
-            Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(bytes) => match LockInfo::decode(&bytes) {
                 Ok(i) => i,
                 Err(e) => {
                     warn(format!("removing unreadable lock {key}: {e}"));
@@ -281,6 +306,27 @@ mod tests {
         );
         drop(s);
         waiter.join().unwrap().unwrap();
+    }
+
+    #[test]
+    fn crafted_lock_times_do_not_overflow() {
+        let info = |created, refreshed| LockInfo {
+            kind: LockKind::Exclusive,
+            host: "elsewhere".into(),
+            pid: 1,
+            command: "x".into(),
+            created,
+            refreshed,
+        };
+        for t in [i64::MIN, i64::MAX] {
+            let l = info(t, t);
+            assert!(l.stale_reason("here", now()).is_some(), "{t}");
+            let _ = l.stale_reason("here", i64::MAX);
+            let _ = l.stale_reason("here", i64::MIN);
+            let _ = l.describe();
+        }
+        assert!(info(0, now()).stale_reason("here", now()).is_none());
+        assert!(LockInfo::decode(&vec![b' '; MAX_LOCK + 1]).is_err());
     }
 
     #[test]

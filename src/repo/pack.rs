@@ -5,8 +5,12 @@
 //! ```
 //! A pack is named by the BLAKE3 hash of all its bytes (`data/<first 2 hex>/<hex>`), so a full
 //! read verifies it. Content blobs and metadata blobs go to different packs. Pure format code.
+//!
+//! Decoding limits (checked before anything is allocated or sliced): a header of at most
+//! `MAX_HEADER` bytes, every entry inside the blob area, at most `MAX_STORED_BLOB` bytes stored
+//! and `MAX_BLOB` plain; offsets are added in `u64`.
 
-use super::crypto::Crypto;
+use super::crypto::{Crypto, MAX_BLOB, MAX_STORED_BLOB};
 use super::error::{RepoError, Result};
 use super::id::ChunkId;
 use serde::{Deserialize, Serialize};
@@ -15,6 +19,8 @@ pub const HEADER_MAGIC: &[u8; 4] = b"PXPH";
 pub const HEADER_VERSION: u8 = 1;
 /// A pack is closed once it holds this many bytes.
 pub const TARGET_SIZE: usize = 16 << 20;
+/// Largest sealed header a reader accepts (a full 16 MiB pack of tiny blobs needs a few MiB).
+pub const MAX_HEADER: usize = 64 << 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum BlobKind {
@@ -86,17 +92,28 @@ pub fn header_range(pack_len: u64, trailer: &[u8]) -> Result<(u64, usize)> {
         trailer
             .try_into()
             .map_err(|_| RepoError::corrupt("pack", "no trailer"))?,
-    ) as u64;
-    if len + 4 > pack_len {
+    );
+    let len = usize::try_from(len).map_err(|_| RepoError::corrupt("pack", "header too large"))?;
+    if len > MAX_HEADER {
         return Err(RepoError::corrupt(
             "pack",
-            format!("header length {len} exceeds the pack size {pack_len}"),
+            format!("header length {len} is over the {MAX_HEADER}-byte limit"),
         ));
     }
-    Ok((pack_len - 4 - len, len as usize))
+    let offset = pack_len
+        .checked_sub(4)
+        .and_then(|n| n.checked_sub(len as u64))
+        .ok_or_else(|| {
+            RepoError::corrupt(
+                "pack",
+                format!("header length {len} exceeds the pack size {pack_len}"),
+            )
+        })?;
+    Ok((offset, len))
 }
 
-/// Decodes a pack header and checks that every entry lies inside the blob area.
+/// Decodes a pack header and checks that every entry lies inside the blob area and claims
+/// no more than a reader accepts.
 pub fn decode_header(
     crypto: &Crypto,
     sealed: &[u8],
@@ -104,10 +121,16 @@ pub fn decode_header(
     what: &str,
 ) -> Result<Vec<PackEntry>> {
     let body = crypto.unseal_version(HEADER_MAGIC, HEADER_VERSION, sealed, what)?;
-    let entries: Vec<PackEntry> = postcard::from_bytes(&body)
-        .map_err(|e| RepoError::corrupt(what, format!("header: {e}")))?;
+    decode_header_body(&body, header_offset, what)
+}
+
+/// The unsealed part of [`decode_header`]: postcard entries, each checked.
+pub fn decode_header_body(body: &[u8], header_offset: u64, what: &str) -> Result<Vec<PackEntry>> {
+    let entries: Vec<PackEntry> =
+        postcard::from_bytes(body).map_err(|e| RepoError::corrupt(what, format!("header: {e}")))?;
     for e in &entries {
-        if e.offset as u64 + e.length as u64 > header_offset {
+        check_entry(e, what)?;
+        if u64::from(e.offset) + u64::from(e.length) > header_offset {
             return Err(RepoError::corrupt(
                 what,
                 format!("blob {} lies outside the pack", e.id),
@@ -115,6 +138,44 @@ pub fn decode_header(
         }
     }
     Ok(entries)
+}
+
+/// Refuses an entry (from a pack header or an index file) whose lengths no writer produces,
+/// before anything is allocated for it.
+pub fn check_entry(e: &PackEntry, what: &str) -> Result<()> {
+    if e.raw_len as usize > MAX_BLOB || e.length as usize > MAX_STORED_BLOB {
+        return Err(RepoError::corrupt(
+            what,
+            format!(
+                "blob {} claims {} bytes stored, {} plain (limits {MAX_STORED_BLOB}, {MAX_BLOB})",
+                e.id, e.length, e.raw_len
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Decodes the header of a whole pack held in memory (trailer, header, entry bounds).
+pub fn decode_pack(crypto: &Crypto, pack: &[u8], what: &str) -> Result<Vec<PackEntry>> {
+    let trailer_at = pack
+        .len()
+        .checked_sub(4)
+        .ok_or_else(|| RepoError::corrupt(what, "too short"))?;
+    let (offset, len) = header_range(pack.len() as u64, pack.get(trailer_at..).unwrap_or(&[]))?;
+    let sealed = usize::try_from(offset)
+        .ok()
+        .and_then(|o| pack.get(o..o.checked_add(len)?))
+        .ok_or_else(|| RepoError::corrupt(what, "header outside the pack"))?;
+    decode_header(crypto, sealed, offset, what)
+}
+
+/// The stored bytes of one entry of a pack held in memory.
+pub fn blob_bytes<'a>(pack: &'a [u8], e: &PackEntry, what: &str) -> Result<&'a [u8]> {
+    let start = e.offset as usize;
+    start
+        .checked_add(e.length as usize)
+        .and_then(|end| pack.get(start..end))
+        .ok_or_else(|| RepoError::corrupt(what, format!("blob {} lies outside the pack", e.id)))
 }
 
 #[cfg(test)]
@@ -138,6 +199,30 @@ mod tests {
             assert_eq!(&bytes[got[1].offset as usize..][..4], b"defg");
             assert!(header_range(3, &[9, 9, 9, 9]).is_err());
         }
+    }
+
+    #[test]
+    fn lengths_are_checked_before_use() {
+        let e = PackEntry {
+            id: ChunkId([1; 32]),
+            kind: BlobKind::Data,
+            offset: u32::MAX - 1,
+            length: 10,
+            raw_len: 10,
+        };
+        // `offset + length` overflowed u32 in check's verify pass.
+        assert!(blob_bytes(&[0; 64], &e, "p").is_err());
+        assert!(header_range(10, &u32::MAX.to_le_bytes()).is_err());
+        assert!(header_range(2, &0u32.to_le_bytes()).is_err());
+        assert!(decode_pack(&Crypto::plain(), &[1, 2], "p").is_err());
+        let huge = PackEntry {
+            length: u32::MAX,
+            offset: 0,
+            ..e
+        };
+        let body = postcard::to_allocvec(&vec![huge]).unwrap();
+        let err = decode_header_body(&body, u64::MAX, "p").unwrap_err();
+        assert!(err.to_string().contains("limits"), "{err}");
     }
 
     #[test]

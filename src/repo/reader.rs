@@ -4,7 +4,7 @@
 //! the consumer side keeps both cores busy.
 
 use super::backend::Backend;
-use super::crypto::Crypto;
+use super::crypto::{Crypto, MAX_BLOB, MAX_STORED_BLOB};
 use super::error::{RepoError, Result};
 use super::id::ChunkId;
 use super::index::Index;
@@ -29,9 +29,19 @@ impl BlobSource {
             .index
             .get(id)
             .ok_or_else(|| RepoError::NotFound(format!("blob {id}")))?;
+        // Index entries come from storage: refuse impossible lengths before allocating them.
+        if loc.raw_len as usize > MAX_BLOB || loc.length as usize > MAX_STORED_BLOB {
+            return Err(RepoError::corrupt(
+                format!("blob {id}"),
+                format!(
+                    "the index claims {} bytes stored, {} plain (limits {MAX_STORED_BLOB}, {MAX_BLOB})",
+                    loc.length, loc.raw_len
+                ),
+            ));
+        }
         let stored =
             self.backend
-                .get_range(&pack_key(&pack), loc.offset as u64, loc.length as usize)?;
+                .get_range(&pack_key(&pack), loc.offset.into(), loc.length as usize)?;
         self.crypto.decode_blob(id, &stored, loc.raw_len as usize)
     }
 }
@@ -129,5 +139,67 @@ impl Drop for Prefetcher {
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::pack::{BlobKind, PackEntry};
+
+    /// A backend that fails any read larger than a blob can be.
+    struct Guard;
+    impl Backend for Guard {
+        fn put(&self, _: &str, _: &[u8]) -> Result<bool> {
+            unreachable!()
+        }
+        fn replace(&self, _: &str, _: &[u8]) -> Result<()> {
+            unreachable!()
+        }
+        fn get(&self, _: &str) -> Result<Vec<u8>> {
+            unreachable!()
+        }
+        fn get_range(&self, _: &str, _: u64, len: usize) -> Result<Vec<u8>> {
+            assert!(len <= MAX_STORED_BLOB, "asked to allocate {len} bytes");
+            Ok(vec![0; len])
+        }
+        fn size(&self, _: &str) -> Result<u64> {
+            unreachable!()
+        }
+        fn list(&self, _: &str) -> Result<Vec<String>> {
+            unreachable!()
+        }
+        fn delete(&self, _: &str) -> Result<()> {
+            unreachable!()
+        }
+        fn exists(&self, _: &str) -> Result<bool> {
+            unreachable!()
+        }
+        fn location(&self) -> String {
+            "guard".into()
+        }
+    }
+
+    #[test]
+    fn an_index_entry_is_checked_before_its_length_is_allocated() {
+        let id = ChunkId([3; 32]);
+        let mut index = Index::default();
+        index.insert_pack(
+            ChunkId([4; 32]),
+            &[PackEntry {
+                id,
+                kind: BlobKind::Data,
+                offset: 0,
+                length: u32::MAX,
+                raw_len: 100,
+            }],
+        );
+        let source = BlobSource {
+            backend: Arc::new(Guard),
+            crypto: Crypto::plain(),
+            index: Arc::new(index),
+        };
+        let err = source.read_blob(&id).unwrap_err();
+        assert!(err.is_corruption(), "{err}");
     }
 }

@@ -105,10 +105,10 @@ impl ArchiveReader {
         let source = repo.blob_source();
         let prefetch = Prefetcher::new(source.clone(), 2, MAX_IN_FLIGHT);
         let cancelled = prefetch.cancel_flag();
-        let blobs = manifest.item_stream.clone();
+        let (blobs, count) = (manifest.item_stream.clone(), manifest.stats.items);
         let (tx, rx) = bounded(ENTRIES_AHEAD);
         let producer = std::thread::spawn(move || {
-            let items = ItemStreamReader::new(blobs, |id| source.read_blob(id));
+            let items = ItemStreamReader::new(blobs, |id| source.read_blob(id)).expect_items(count);
             produce(items, &selection, &prefetch, &tx);
         });
         ArchiveReader {

@@ -187,6 +187,11 @@ impl Restorer {
         };
         let comps =
             components(&item.path).ok_or_else(|| unsafe_path("empty, . or .. component"))?;
+        // The sparse map comes from the repository: check it (as export does) before the
+        // file is created, so a bad one writes nothing.
+        if let (Kind::File | Kind::Hardlink { .. }, Some(map)) = (&item.kind, &item.sparse) {
+            crate::item::checked_extents(map, item.size).map_err(unsafe_path)?;
+        }
         let Some((name, dirs)) = comps.split_last() else {
             // The root: `dest` itself, whose metadata waits for `finish`.
             if item.is_dir() {

@@ -172,6 +172,28 @@ fn file_item(path: &str, size: u64) -> Item {
 }
 
 #[test]
+fn bad_sparse_maps_are_refused_before_anything_is_written() {
+    use crate::item::Extent;
+    let tmp = fixture::shm_tempdir();
+    let mut r = Restorer::new(tmp.path(), RestoreOptions::default()).unwrap();
+    let e = |offset, len| Extent { offset, len };
+    for (name, map) in [
+        ("overlap", vec![e(0, 5), e(3, 5)]),
+        ("unsorted", vec![e(6, 2), e(0, 2)]),
+        ("past-end", vec![e(8, 5)]),
+        ("overflow", vec![e(u64::MAX, 5), e(u64::MAX, 5)]),
+    ] {
+        let mut it = file_item(name, 10);
+        it.sparse = Some(map);
+        let err = r.put(&it, &mut &[7u8; 20][..]).unwrap_err();
+        assert!(matches!(err, RestoreError::Unsafe { .. }), "{name}: {err}");
+        assert!(err.to_string().contains("sparse"), "{name}: {err}");
+        assert!(!tmp.path().join(name).exists(), "{name} was written");
+    }
+    r.finish().unwrap();
+}
+
+#[test]
 fn sparse_option_leaves_zero_blocks_unwritten() {
     let tmp = fixture::shm_tempdir();
     let mut data = vec![0u8; 1 << 20];
