@@ -38,6 +38,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("idmap", idmap),
     ("settings", settings),
     ("zfs_output", zfs_output),
+    ("vma", vma),
 ];
 
 /// Runs the target called `name`; `false` if there is none.
@@ -261,6 +262,21 @@ pub fn zfs_output(data: &[u8]) {
     }
 }
 
+/// A VMA stream as vzdump pipes it: the header, every extent's clusters expanded, the
+/// completeness check at the end.
+pub fn vma(data: &[u8]) {
+    use crate::vma::reader::{ReadError, VmaReader};
+    let Ok(mut reader) = VmaReader::new(data) else {
+        return;
+    };
+    let mut cluster = vec![0u8; crate::vma::CLUSTER as usize];
+    while let Ok(true) = reader.next_extent::<ReadError>(&mut |c| {
+        c.expand(&mut cluster);
+        Ok(())
+    }) {}
+    let _ = reader.finish();
+}
+
 /// Seed inputs for every target, made by the encoders: what `fuzz/corpus/<target>/` holds.
 pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     seeds::all()
@@ -469,6 +485,24 @@ mod seeds {
         add("idmap", "v3", cap);
         add("settings", "full", b"# proxborg\nrepo: /srv/repo\npassphrase-file: /etc/pass\ncompression: auto,zstd,5\nexclude: /tmp/*\nkeep-daily: 7\nkeep-within: 2d\nprune: 1\ntargets: 100: tank:! @prod\nlock-wait: 30\n".to_vec());
         add("zfs_output", "list", b"rpool\t/rpool\tfilesystem\nrpool/data/vm-200-disk-0\t-\tvolume\nrpool/data/subvol-100-disk-0@proxborg-20261123T071900Z\t-\tsnapshot\nrpool/legacy\tlegacy\tfilesystem\n".to_vec());
+        add("vma", "two-drives", {
+            use crate::vma::writer::VmaWriter;
+            let configs = [("qemu-server.conf".to_string(), b"name: db\n".to_vec())];
+            let disks: [(&str, Vec<u8>); 2] = [
+                ("drive-scsi0", [vec![0u8; 70000], vec![9u8; 5000]].concat()),
+                ("drive-virtio1", vec![1u8; 4096]),
+            ];
+            let devices = disks
+                .iter()
+                .map(|(n, d)| (n.to_string(), d.len() as u64))
+                .collect();
+            let mut w = VmaWriter::new(Vec::new(), [5; 16], 1_700_000_000, &configs, devices)
+                .expect("a VMA");
+            for (_, d) in &disks {
+                w.write_device(&mut d.as_slice()).expect("a VMA");
+            }
+            w.finish().expect("a VMA")
+        });
         add("zfs_output", "get", b"rpool\tguid\t212755847572743819\t-\nrpool/data\tproxborg:run\trun-7f3a\twith tab\tlocal\n".to_vec());
         out
     }
