@@ -322,7 +322,7 @@ impl FilesCache {
             };
             buf.clear();
             let body = postcard::to_allocvec(&rec).map_err(std::io::Error::other)?;
-            write_varint(body.len() as u64, &mut buf);
+            crate::varint::encode(body.len() as u64, &mut buf);
             buf.extend_from_slice(&body);
             out.write_all(&buf)?;
         }
@@ -356,18 +356,6 @@ fn ns(t: Timestamp) -> Option<i64> {
     t.secs
         .checked_mul(1_000_000_000)
         .and_then(|s| s.checked_add(t.nanos as i64))
-}
-
-fn write_varint(mut v: u64, out: &mut Vec<u8>) {
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
 }
 
 /// Why a cache file was not used (it is then ignored: the cache is only an accelerator).
@@ -461,17 +449,18 @@ fn decode_table(mut r: impl Read) -> Result<Table, CacheError> {
 }
 
 fn read_varint(r: &mut impl Read, hasher: &mut blake3::Hasher) -> Result<u64, CacheError> {
-    let mut v = 0u64;
-    for shift in (0..64).step_by(7) {
+    use crate::varint::{Decoder, Step};
+    let mut d = Decoder::default();
+    loop {
         let mut b = [0u8; 1];
         r.read_exact(&mut b)?;
         hasher.update(&b);
-        v |= ((b[0] & 0x7f) as u64) << shift;
-        if b[0] & 0x80 == 0 {
-            return Ok(v);
+        match d.push(b[0]) {
+            Step::Done(v) => return Ok(v),
+            Step::TooLong => return Err(CacheError::Varint),
+            Step::More => {}
         }
     }
-    Err(CacheError::Varint)
 }
 
 /// The client cache directory for a repository: `PROXBORG_CACHE_DIR`, else
@@ -613,11 +602,11 @@ mod tests {
         let mut bytes = MAGIC.to_vec();
         bytes.push(VERSION);
         let mut len = Vec::new();
-        write_varint(MAX_RECORD, &mut len);
+        crate::varint::encode(MAX_RECORD, &mut len);
         bytes.extend_from_slice(&len);
         bytes.extend_from_slice(&[1, 2, 3]);
         assert!(matches!(decode(&bytes), Err(CacheError::Io(_))));
-        write_varint(MAX_RECORD + 1, &mut bytes);
+        crate::varint::encode(MAX_RECORD + 1, &mut bytes);
         assert!(decode(&bytes).is_err());
         assert!(matches!(decode(b"PXFC\x09"), Err(CacheError::Header)));
         let mut t = Table::default();

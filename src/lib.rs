@@ -23,5 +23,6 @@ pub mod retention;
 pub mod retrieve;
 pub mod settings;
 pub mod tree;
+pub mod varint;
 pub mod vma;
 pub mod zfs;

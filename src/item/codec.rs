@@ -58,7 +58,7 @@ pub fn check_header(bytes: &[u8]) -> Result<(), CodecError> {
 /// Appends one length-prefixed record to `out`.
 pub fn encode_record(item: &Item, out: &mut Vec<u8>) -> Result<(), CodecError> {
     let body = postcard::to_allocvec(item)?;
-    write_varint(body.len() as u64, out);
+    crate::varint::encode(body.len() as u64, out);
     out.extend_from_slice(&body);
     Ok(())
 }
@@ -66,7 +66,8 @@ pub fn encode_record(item: &Item, out: &mut Vec<u8>) -> Result<(), CodecError> {
 /// Decodes one record from the front of `buf`. `Ok(None)` means `buf` holds only part of a
 /// record (the caller must supply more bytes); otherwise returns the item and bytes consumed.
 pub fn decode_record(buf: &[u8]) -> Result<Option<(Item, usize)>, CodecError> {
-    let Some((len, hdr)) = read_varint(buf)? else {
+    let varint = crate::varint::decode(buf).map_err(|_| CodecError::TooLarge(usize::MAX))?;
+    let Some((len, hdr)) = varint else {
         return Ok(None);
     };
     let len = usize::try_from(len).map_err(|_| CodecError::TooLarge(usize::MAX))?;
@@ -81,29 +82,6 @@ pub fn decode_record(buf: &[u8]) -> Result<Option<(Item, usize)>, CodecError> {
     };
     let item = postcard::from_bytes(record)?;
     Ok(Some((item, end)))
-}
-
-fn write_varint(mut v: u64, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// `Ok(None)` when the varint is cut off by the end of `buf`.
-fn read_varint(buf: &[u8]) -> Result<Option<(u64, usize)>, CodecError> {
-    let mut v: u64 = 0;
-    for (i, &b) in buf.iter().enumerate() {
-        if i >= 10 {
-            return Err(CodecError::TooLarge(usize::MAX));
-        }
-        v |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Ok(Some((v, i + 1)));
-        }
-    }
-    Ok(None)
 }
 
 #[cfg(test)]

@@ -415,7 +415,9 @@ mod tests {
         }
         assert_eq!(std::fs::metadata(&rec_path).unwrap().mode() & 0o777, 0o600);
         // The directories it had to make above the store stay reachable by others.
-        let above = std::fs::metadata(tmp.path().join("var/lib")).unwrap().mode();
+        let above = std::fs::metadata(tmp.path().join("var/lib"))
+            .unwrap()
+            .mode();
         assert_ne!(above & 0o005, 0, "{above:o}");
         let text = std::fs::read_to_string(&rec_path).unwrap();
         let keys = Keys::derive(&[3; 32]);
