@@ -6,7 +6,8 @@
 //! (owner, mode, xattrs, ACLs, times) is applied in `finish`, children before parents, so a
 //! read-only or default-ACL directory neither blocks nor leaks into what is written inside it.
 
-use super::restore_meta::{apply, write_content};
+pub use super::restore_meta::RestoreError;
+use super::restore_meta::{apply, io_err, write_content};
 use super::show;
 use crate::item::{Item, Kind};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -23,33 +24,6 @@ pub struct RestoreOptions {
     /// Owners are always restored numerically (the archive holds no names); kept for the
     /// command line's sake. Ownership is only restored when running as root.
     pub numeric_owner: bool,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum RestoreError {
-    #[error("cannot restore into {path}: {source}")]
-    Dest { path: PathBuf, source: io::Error },
-    #[error("refusing to restore {path}: {reason}")]
-    Unsafe { path: String, reason: &'static str },
-    #[error("{path}: cannot {op}: {source}")]
-    Io {
-        path: String,
-        op: &'static str,
-        source: io::Error,
-    },
-    #[error("{path}: content ended after {got} of {want} bytes")]
-    ShortContent { path: String, got: u64, want: u64 },
-}
-
-pub(crate) fn io_err<'a>(
-    path: &'a str,
-    op: &'static str,
-) -> impl FnOnce(Errno) -> RestoreError + 'a {
-    move |e| RestoreError::Io {
-        path: path.to_string(),
-        op,
-        source: e.into(),
-    }
 }
 
 pub struct Restorer {

@@ -4,7 +4,6 @@
 //! (everything before touches ctime or mtime). Never resolves a path through a symlink: the
 //! entry is reached from its parent descriptor with `O_NOFOLLOW`.
 
-use super::restore::{io_err, RestoreError};
 use super::{acl, xattr};
 use crate::item::{Extent, Item, Kind, Timestamp};
 use rustix::fd::BorrowedFd;
@@ -13,6 +12,34 @@ use rustix::io::Errno;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("cannot restore into {path}: {source}")]
+    Dest { path: PathBuf, source: io::Error },
+    #[error("refusing to restore {path}: {reason}")]
+    Unsafe { path: String, reason: &'static str },
+    #[error("{path}: cannot {op}: {source}")]
+    Io {
+        path: String,
+        op: &'static str,
+        source: io::Error,
+    },
+    #[error("{path}: content ended after {got} of {want} bytes")]
+    ShortContent { path: String, got: u64, want: u64 },
+}
+
+pub(crate) fn io_err<'a>(
+    path: &'a str,
+    op: &'static str,
+) -> impl FnOnce(Errno) -> RestoreError + 'a {
+    move |e| RestoreError::Io {
+        path: path.to_string(),
+        op,
+        source: e.into(),
+    }
+}
 
 const CAPABILITY: &[u8] = b"security.capability";
 const BLOCK: usize = 4096;
