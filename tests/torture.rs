@@ -54,7 +54,12 @@ fn archive_names(s: &Scratch) -> Vec<String> {
 /// Fails unless `out` exited 2 with no panic and a single-line error containing `needle`.
 fn assert_clean_failure(out: &std::process::Output, needle: &str, what: &str) {
     let err = stderr(out);
-    assert_eq!(code(out), 2, "{what}: expected exit 2, got {}:\n{err}", out.status);
+    assert_eq!(
+        code(out),
+        2,
+        "{what}: expected exit 2, got {}:\n{err}",
+        out.status
+    );
     assert!(!err.contains("panicked"), "{what} panicked:\n{err}");
     assert!(
         err.to_lowercase().contains(&needle.to_lowercase()),
@@ -107,7 +112,11 @@ fn write_tree(root: &Path, seed: u64) {
             _ => root.join("sub/deeper"),
         };
         let len = 64 * 1024 + (i as usize * 97_331) % (900 * 1024);
-        std::fs::write(dir.join(format!("f{i}")), noise(len, seed * 1000 + i)).unwrap();
+        std::fs::write(
+            dir.join(format!("f{i}")),
+            noise(len, seed.wrapping_mul(1000).wrapping_add(i)),
+        )
+        .unwrap();
     }
 }
 
@@ -127,6 +136,7 @@ struct Spawned {
     op: Op,
     args: Vec<String>,
     child: Child,
+    started: Instant,
     kill_at: Duration,
 }
 
@@ -155,12 +165,16 @@ fn kill_matrix(trials: u64, seed: u64) -> Vec<String> {
     let mut sources: BTreeMap<String, Source> = BTreeMap::new();
     let mut rng = Rng(seed);
 
-    // Seed archives so prune, delete and compact have work from the first trial.
+    // Seed archives so prune, delete and compact have work from the first trial (the first
+    // tree's create is timed: tree kill points are drawn over its duration).
+    let mut tree_ms = 0;
     for i in 0..2u64 {
         let t = s.path(&format!("src-seed-tree{i}"));
-        write_tree(&t, seed + i);
+        write_tree(&t, seed.wrapping_add(i));
         let name = format!("seed-t{i}");
+        let t0 = Instant::now();
         s.ok(&["create", &name, t.to_str().unwrap()]);
+        tree_ms = tree_ms.max(t0.elapsed().as_millis() as u64);
         sources.insert(name, Source::Tree(t));
     }
     // How long a full stream create takes: kill points are drawn over 1.3 times that.
@@ -177,10 +191,27 @@ fn kill_matrix(trials: u64, seed: u64) -> Vec<String> {
     assert_success(&out, &["create", "seed-s", "-"]);
     let full = t0.elapsed();
     sources.insert("seed-s".into(), Source::Stream(stream0));
-    let window_ms = (full.as_millis() as u64 * 13 / 10).max(200);
+    // Each operation is killed at a point drawn uniformly over 1.2 times its own duration
+    // (timed once here, alone), so most kills land mid-operation and some after the end.
+    let timed = |args: &[&str]| {
+        let t0 = Instant::now();
+        s.ok(args);
+        t0.elapsed().as_millis() as u64
+    };
+    let prune_ms = timed(&["prune", "--keep-last", "100"]);
+    let compact_ms = timed(&["compact"]);
+    let stream_ms = full.as_millis() as u64;
+    let window = |op: Op| {
+        let ms = match op {
+            Op::CreateTree => tree_ms,
+            Op::CreateStream => stream_ms,
+            Op::Prune | Op::Delete => prune_ms,
+            Op::Compact => compact_ms,
+        };
+        (ms * 6 / 5).max(10)
+    };
     eprintln!(
-        "torture kill matrix: seed {seed}, {trials} trials, stream {stream_mib} MiB (a full create takes {} ms), kill points uniform in 0..{window_ms} ms",
-        full.as_millis()
+        "torture kill matrix: seed {seed}, {trials} trials, stream {stream_mib} MiB; alone: create stream {stream_ms} ms, create tree {tree_ms} ms, prune {prune_ms} ms, compact {compact_ms} ms; kill points uniform over 1.2x those"
     );
 
     let mut report = Vec::new();
@@ -229,22 +260,23 @@ fn kill_matrix(trials: u64, seed: u64) -> Vec<String> {
                     vec!["delete".into(), victim]
                 }
             };
-            let kill_at = Duration::from_millis(rng.below(window_ms));
+            let kill_at = Duration::from_millis(rng.below(window(op)));
+            let started = Instant::now();
             let child = spawn(&s, &args, stdin.as_deref());
             spawned.push(Spawned {
                 op,
                 args,
                 child,
+                started,
                 kill_at,
             });
         }
-        // Kill each at its instant (measured from the common start).
-        let t = Instant::now();
+        // Kill each at its instant (measured from its own start).
         let mut order: Vec<usize> = (0..spawned.len()).collect();
-        order.sort_by_key(|&i| spawned[i].kill_at);
+        order.sort_by_key(|&i| spawned[i].started + spawned[i].kill_at);
         for i in order {
             let sp = &mut spawned[i];
-            if let Some(rest) = sp.kill_at.checked_sub(t.elapsed()) {
+            if let Some(rest) = sp.kill_at.checked_sub(sp.started.elapsed()) {
                 std::thread::sleep(rest);
             }
             let _ = sp.child.kill(); // SIGKILL; harmless if it already exited
@@ -257,7 +289,11 @@ fn kill_matrix(trials: u64, seed: u64) -> Vec<String> {
             let name = sp.args.get(1).cloned().unwrap_or_default();
             if let Some(c) = out.status.code() {
                 let err = String::from_utf8_lossy(&out.stderr);
-                assert!(!err.contains("panicked"), "trial {trial}: {:?} panicked:\n{err}", sp.args);
+                assert!(
+                    !err.contains("panicked"),
+                    "trial {trial}: {:?} panicked:\n{err}",
+                    sp.args
+                );
                 // A create that finished must have exited 0; prune/delete/compact may meet a
                 // victim another writer removed (exit 2 with a message), never a crash.
                 if matches!(sp.op, Op::CreateTree | Op::CreateStream) {
@@ -265,11 +301,9 @@ fn kill_matrix(trials: u64, seed: u64) -> Vec<String> {
                 }
             }
             match sp.op {
-                Op::CreateTree | Op::CreateStream => {
-                    if !killed {
-                        // Reported complete: must extract identical from now on.
-                        sources.insert(name.clone(), pending[&name].clone());
-                    }
+                // Reported complete: must extract identical from now on.
+                Op::CreateTree | Op::CreateStream if !killed => {
+                    sources.insert(name.clone(), pending[&name].clone());
                 }
                 Op::Delete if !killed => {
                     sources.remove(&name);
@@ -324,7 +358,9 @@ fn kill_matrix(trials: u64, seed: u64) -> Vec<String> {
                 Op::Delete if !present.contains(&name) => continue,
                 _ => {}
             }
-            let out = spawn(&s, &args, stdin.as_deref()).wait_with_output().unwrap();
+            let out = spawn(&s, &args, stdin.as_deref())
+                .wait_with_output()
+                .unwrap();
             assert_success(&out, &args.iter().map(String::as_str).collect::<Vec<_>>());
             match op {
                 Op::CreateTree | Op::CreateStream => {
@@ -339,14 +375,23 @@ fn kill_matrix(trials: u64, seed: u64) -> Vec<String> {
             args.clear();
         }
         let out = s.run(&["check"]);
-        assert!(code(&out) == 0, "trial {trial}: check after reruns:\n{}", stderr(&out));
+        assert!(
+            code(&out) == 0,
+            "trial {trial}: check after reruns:\n{}",
+            stderr(&out)
+        );
         let line = format!("trial {trial:>3}: {}", outcomes.join(" | "));
         eprintln!("{line}");
         report.push(line);
     }
+    let killed = report
+        .iter()
+        .map(|l| l.matches("KILLED").count())
+        .sum::<usize>();
     eprintln!(
-        "torture kill matrix: {trials} trials passed in {:.1} s (seed {seed})",
-        started.elapsed().as_secs_f64()
+        "torture kill matrix: {trials} trials passed in {:.1} s (seed {seed}): {killed} of {} processes killed mid-run, the rest completed before their kill point",
+        started.elapsed().as_secs_f64(),
+        2 * trials
     );
     report
 }
@@ -372,15 +417,24 @@ fn never_wrong_bytes(s: &Scratch, names: &[(&str, &[u8])], what: &str) {
     for (name, data) in names {
         let out = s.run(&["extract", name, "--stdout"]);
         let err = stderr(&out);
-        assert!(!err.contains("panicked"), "{what}: extract {name} panicked:\n{err}");
+        assert!(
+            !err.contains("panicked"),
+            "{what}: extract {name} panicked:\n{err}"
+        );
         if out.status.success() {
-            assert!(out.stdout == *data, "{what}: extract {name} returned wrong bytes");
+            assert!(
+                out.stdout == *data,
+                "{what}: extract {name} returned wrong bytes"
+            );
         } else {
             assert_eq!(code(&out), 2, "{what}: extract {name}:\n{err}");
         }
         let out = s.run(&["export-tar", name, "-"]);
         let err = stderr(&out);
-        assert!(!err.contains("panicked"), "{what}: export-tar {name} panicked:\n{err}");
+        assert!(
+            !err.contains("panicked"),
+            "{what}: export-tar {name} panicked:\n{err}"
+        );
         if out.status.success() {
             // A stream archive's tar holds one member: its content must be the source's.
             let tar = s.path("hostile.tar");
@@ -399,13 +453,26 @@ fn never_wrong_bytes(s: &Scratch, names: &[(&str, &[u8])], what: &str) {
     }
 }
 
-fn check_detects(s: &Scratch, what: &str) {
+/// `check --verify-data` fails, with a line on stdout naming each problem (`key` in it).
+fn check_detects(s: &Scratch, what: &str, key: &str) {
     let out = s.run(&["check", "--verify-data"]);
     let err = stderr(&out);
-    eprintln!("hostile storage, {what}: check exit {} : {}", code(&out), err.trim());
+    let problems = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!(
+        "hostile storage, {what}: check exit {}:\n{}",
+        code(&out),
+        problems.trim()
+    );
     assert_ne!(code(&out), 0, "{what}: check did not notice:\n{err}");
     assert!(!err.contains("panicked"), "{what}: check panicked:\n{err}");
-    assert!(!err.trim().is_empty(), "{what}: check said nothing");
+    assert!(
+        problems.lines().any(|l| l.contains(key)),
+        "{what}: no problem line naming {key}:\n{problems}\n{err}"
+    );
+}
+
+fn name_of(p: &Path) -> String {
+    p.file_name().unwrap().to_string_lossy().into_owned()
 }
 
 fn files_in(dir: &Path) -> Vec<PathBuf> {
@@ -430,10 +497,13 @@ fn hostile_swap_two_archive_files() {
     let (s, a, b) = hostile_repo();
     let arch = files_in(&s.repo().join("archives"));
     assert_eq!(arch.len(), 2);
-    let (x, y) = (std::fs::read(&arch[0]).unwrap(), std::fs::read(&arch[1]).unwrap());
+    let (x, y) = (
+        std::fs::read(&arch[0]).unwrap(),
+        std::fs::read(&arch[1]).unwrap(),
+    );
     std::fs::write(&arch[0], y).unwrap();
     std::fs::write(&arch[1], x).unwrap();
-    check_detects(&s, "two archive files swapped");
+    check_detects(&s, "two archive files swapped", &name_of(&arch[0]));
     never_wrong_bytes(&s, &[("a", &a), ("b", &b)], "archives swapped");
 }
 
@@ -443,7 +513,7 @@ fn hostile_replace_a_pack_with_another_pack() {
     let packs = files_in(&s.repo().join("data"));
     assert!(packs.len() >= 2, "{packs:?}");
     std::fs::copy(&packs[0], &packs[1]).unwrap();
-    check_detects(&s, "a pack replaced by another pack");
+    check_detects(&s, "a pack replaced by another pack", &name_of(&packs[1]));
     never_wrong_bytes(&s, &[("a", &a), ("b", &b)], "pack replaced");
 }
 
@@ -454,7 +524,7 @@ fn hostile_roll_the_config_back() {
     let old = std::fs::read(s.repo().join("config")).unwrap();
     s.ok(&["config", "append-only", "true"]);
     std::fs::write(s.repo().join("config"), old).unwrap();
-    check_detects(&s, "config rolled back to an older copy");
+    check_detects(&s, "config rolled back to an older copy", "config");
     never_wrong_bytes(&s, &[("a", &a), ("b", &b)], "config rolled back");
 }
 
@@ -465,7 +535,8 @@ fn hostile_delete_the_newest_index_file() {
     assert!(!idx.is_empty());
     idx.sort_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap());
     std::fs::remove_file(idx.last().unwrap()).unwrap();
-    check_detects(&s, "newest index file deleted");
+    // The problem named: a blob the archive needs that no index file lists (or its pack).
+    check_detects(&s, "newest index file deleted", "");
     never_wrong_bytes(&s, &[("a", &a), ("b", &b)], "index deleted");
 }
 
@@ -498,7 +569,10 @@ struct Mount(PathBuf);
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        let ok = Command::new("umount").arg(&self.0).status().map(|s| s.success());
+        let ok = Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .map(|s| s.success());
         if !matches!(ok, Ok(true)) {
             let _ = Command::new("umount").arg("-l").arg(&self.0).status();
         }
@@ -516,7 +590,10 @@ impl Drop for Loop {
 
 fn mount_tmpfs(at: &Path, size: &str) -> Mount {
     std::fs::create_dir_all(at).unwrap();
-    sh(&format!("mount -t tmpfs -o size={size} pxb-torture '{}'", at.display()));
+    sh(&format!(
+        "mount -t tmpfs -o size={size} pxb-torture '{}'",
+        at.display()
+    ));
     Mount(at.to_path_buf())
 }
 
@@ -527,9 +604,14 @@ fn mount_loop_ext4(image: &Path, mib: u64, at: &Path) -> (Loop, Mount) {
         .trim()
         .to_owned();
     let lo = Loop(dev.clone());
-    sh(&format!("mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 {dev}"));
+    sh(&format!(
+        "mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 {dev}"
+    ));
     std::fs::create_dir_all(at).unwrap();
-    sh(&format!("mount -o errors=continue {dev} '{}'", at.display()));
+    sh(&format!(
+        "mount -o errors=continue {dev} '{}'",
+        at.display()
+    ));
     (lo, Mount(at.to_path_buf()))
 }
 
@@ -577,17 +659,30 @@ fn enospc_mid_backup_then_space_freed() {
         "ENOSPC: not a one-line error:\n{err}"
     );
     assert!(
-        err.contains(&s.repo().display().to_string()) || err.contains("pack") || err.contains("index"),
+        err.contains(&s.repo().display().to_string())
+            || err.contains("pack")
+            || err.contains("index"),
         "ENOSPC: the error does not name what could not be written:\n{err}"
     );
+    let left: Vec<_> = files_under(&s.repo())
+        .into_iter()
+        .filter(|p| name_of(p).starts_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "ENOSPC left temp files: {left:?}");
     let out = s.run(&["check", "--verify-data"]);
     assert_eq!(code(&out), 0, "check after ENOSPC:\n{}", stderr(&out));
     // Free space: the filesystem grows (as after deleting other files on it).
-    sh(&format!("mount -o remount,size=160m '{}'", s.repo().display()));
+    sh(&format!(
+        "mount -o remount,size=160m '{}'",
+        s.repo().display()
+    ));
     let out = s.create_stdin("full", &data);
     assert_success(&out, &["create", "full", "- (after space was freed)"]);
     let added = added_size(&s, "full");
-    eprintln!("ENOSPC: after freeing space the backup added {added} bytes of {}", data.len());
+    eprintln!(
+        "ENOSPC: after freeing space the backup added {added} bytes of {}",
+        data.len()
+    );
     assert!(
         added < data.len() as u64 * 3 / 4,
         "the backup after ENOSPC did not reuse what was written: added {added} of {}",
@@ -622,7 +717,11 @@ fn eio_during_create() {
         err.contains("(os error ") && err.contains(&s.repo().display().to_string()),
         "EIO during create: no clear I/O error naming the object:\n{err}"
     );
-    assert_eq!(err.trim().lines().count(), 1, "not a one-line error:\n{err}");
+    assert_eq!(
+        err.trim().lines().count(),
+        1,
+        "not a one-line error:\n{err}"
+    );
 }
 
 #[test]
@@ -639,7 +738,11 @@ fn eio_during_extract() {
     // A clean page cache: remount, then the device fails.
     drop(m);
     std::fs::create_dir_all(s.repo()).unwrap();
-    sh(&format!("mount -o errors=continue {} '{}'", lo.0, s.repo().display()));
+    sh(&format!(
+        "mount -o errors=continue {} '{}'",
+        lo.0,
+        s.repo().display()
+    ));
     let _m = Mount(s.repo());
     // Warm the metadata (config, index and archive files, the packs' inodes) so the read that
     // fails is a pack's data, then fail the device without dropping the caches.
@@ -647,7 +750,11 @@ fn eio_during_extract() {
         "cd '{}' && cat config index/* archives/* >/dev/null && ls -lR data >/dev/null",
         s.repo().display()
     ));
-    sh(&format!("truncate -s 1M '{}' && losetup -c {}", image.display(), lo.0));
+    sh(&format!(
+        "truncate -s 1M '{}' && losetup -c {}",
+        image.display(),
+        lo.0
+    ));
     let dest = s.path("dest");
     std::fs::create_dir_all(&dest).unwrap();
     let out = s.run(&["extract", "t", "-C", dest.to_str().unwrap()]);
@@ -659,12 +766,20 @@ fn eio_during_extract() {
         err.contains("(os error ") && err.contains(&s.repo().display().to_string()),
         "EIO during extract: no clear I/O error naming the object:\n{err}"
     );
-    assert_eq!(err.trim().lines().count(), 1, "not a one-line error:\n{err}");
+    assert_eq!(
+        err.trim().lines().count(),
+        1,
+        "not a one-line error:\n{err}"
+    );
     // Whatever extract left has the right bytes; nothing else (no temp files) is there.
     for f in files_under(&dest) {
         let rel = f.strip_prefix(&dest).unwrap();
         let orig = tree.join(rel);
-        assert!(orig.exists(), "extract left {} behind (not in the source)", rel.display());
+        assert!(
+            orig.exists(),
+            "extract left {} behind (not in the source)",
+            rel.display()
+        );
         assert!(
             std::fs::read(&f).unwrap() == std::fs::read(&orig).unwrap(),
             "extract wrote wrong bytes to {}",
