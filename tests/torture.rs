@@ -230,6 +230,7 @@ fn kill_matrix(trials: u64, seed: u64) -> Vec<String> {
             Op::CreateStream
         };
         let mut spawned = Vec::new();
+        let mut prepared = Vec::new();
         let mut pending: BTreeMap<String, Source> = BTreeMap::new();
         for (w, op) in [(0, a_op), (1, b_op)] {
             let name = format!("t{trial}-{w}");
@@ -261,6 +262,10 @@ fn kill_matrix(trials: u64, seed: u64) -> Vec<String> {
                 }
             };
             let kill_at = Duration::from_millis(rng.below(window(op)));
+            prepared.push((op, args, stdin, kill_at));
+        }
+        // Both sources are written before either writer starts, so they run side by side.
+        for (op, args, stdin, kill_at) in prepared {
             let started = Instant::now();
             let child = spawn(&s, &args, stdin.as_deref());
             spawned.push(Spawned {
