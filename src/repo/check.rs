@@ -185,10 +185,16 @@ fn check_archives(repo: &Repository, index: &Arc<Index>, report: &mut CheckRepor
     };
     for key in backend.list("archives")? {
         report.archives += 1;
-        let manifest = match backend
-            .get(&key)
-            .and_then(|b| Manifest::decode(repo.crypto(), &b, &key))
-        {
+        let manifest = match backend.get(&key).and_then(|b| {
+            // The file name is the BLAKE3 of the stored bytes: a file moved, swapped or copied
+            // under another archive's name is a problem even if it decodes.
+            if key.rsplit('/').next() != Some(ChunkId::of(&b).to_hex().as_str()) {
+                report.problems.push(format!(
+                    "{key}: its content does not match its name (archive files swapped, copied or renamed)"
+                ));
+            }
+            Manifest::decode(repo.crypto(), &b, &key)
+        }) {
             Ok(m) => m,
             Err(e) => {
                 report.problems.push(format!("{key}: {e}"));
