@@ -8,9 +8,10 @@
 //! fuzzer cannot forge, so their targets decode the unsealed body, and the pack target also
 //! seals the input itself to drive the whole pack path. Nothing here touches the filesystem.
 
-use crate::item::{codec, stream::ItemStreamReader, Item};
+use crate::item::{codec, Item};
 use crate::repo::crypto::Crypto;
 use crate::repo::index::{Index, IndexFile};
+use crate::repo::item_stream::ItemStreamReader;
 use crate::repo::lock::LockInfo;
 use crate::repo::pack::{self, PackEntry};
 use crate::repo::{ChunkId, Manifest};

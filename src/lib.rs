@@ -13,6 +13,7 @@ pub mod export;
 pub mod files_cache;
 pub mod fuzz;
 pub mod host;
+pub mod id;
 pub mod ingest;
 pub mod item;
 pub mod plan;

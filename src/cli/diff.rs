@@ -4,7 +4,7 @@
 
 use super::{access, Global, Outcome};
 use crate::item::filter::Selection;
-use crate::item::stream::ItemStreamReader;
+use crate::repo::item_stream::ItemStreamReader;
 use crate::retrieve::diff::diff;
 use anyhow::Result;
 use std::io::Write;

@@ -3,7 +3,7 @@
 //! shares, i.e. what deleting it and compacting would free).
 
 use super::{access, Global, Outcome};
-use crate::item::stream::ItemStreamReader;
+use crate::repo::item_stream::ItemStreamReader;
 use crate::repo::{ChunkId, Manifest, Repository};
 use anyhow::Result;
 use bytesize::ByteSize;

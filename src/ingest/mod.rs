@@ -26,8 +26,8 @@ impl Observer for Silent {
     fn warning(&self, _message: String) {}
 }
 
-use crate::item::stream::ItemStreamWriter;
 use crate::item::{display_path, ChunkRef, Item, Kind};
+use crate::repo::item_stream::ItemStreamWriter;
 use crate::repo::{
     ArchiveStats, BlobKind, BlobWriter, Compression, Manifest, ObjectId, RepoError, Repository,
 };

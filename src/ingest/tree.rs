@@ -428,7 +428,7 @@ fn warn(builder: &mut ArchiveBuilder, observer: &dyn Observer, message: String) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::item::stream::ItemStreamReader;
+    use crate::repo::item_stream::ItemStreamReader;
     use crate::repo::test_support::{unencrypted, NoCredentials};
     use crate::repo::Repository;
 

@@ -87,8 +87,8 @@ pub fn decode_record(buf: &[u8]) -> Result<Option<(Item, usize)>, CodecError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::id::ChunkId;
     use crate::item::*;
-    use crate::repo::ChunkId;
     use proptest::prelude::*;
 
     pub fn arb_item() -> impl Strategy<Value = Item> {

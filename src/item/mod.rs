@@ -1,6 +1,6 @@
 //! The item model: one record per filesystem entry of an archive, in tar order (depth first,
 //! names sorted bytewise, parents before children). The walker (`tree::walk`) produces items,
-//! the repository stores them as an item stream (`item::stream`), and `extract` (`tree::restore`)
+//! the repository stores them as an item stream (`repo::item_stream`), and `extract` (`tree::restore`)
 //! and `export-tar` (`export::tar`) consume them. This module is pure data: no I/O.
 //!
 //! Conventions every producer and consumer relies on:
@@ -15,13 +15,12 @@
 //!   `Hardlink` entries naming that first path. A `Hardlink` item repeats the size, sparse map
 //!   and chunks of its group, so a reader that skipped the first path can still write the data.
 
-use crate::repo::ChunkId;
+use crate::id::ChunkId;
 use serde::{Deserialize, Serialize};
 
 pub mod codec;
 pub mod filter;
 pub mod pattern;
-pub mod stream;
 
 /// An item path for messages: `./`-prefixed as tar shows it, invalid UTF-8 replaced.
 pub fn display_path(path: &[u8]) -> String {

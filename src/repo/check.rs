@@ -16,7 +16,7 @@ use super::id::ChunkId;
 use super::index::{Index, IndexFile};
 use super::pack::{self, pack_key, PackEntry};
 use super::{Manifest, Repository};
-use crate::item::stream::ItemStreamReader;
+use crate::repo::item_stream::ItemStreamReader;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 

@@ -26,7 +26,7 @@ use super::index::{index_key, IndexFile, IndexedPack};
 use super::lock::{Lock, LockKind};
 use super::pack::{pack_id_from_key, pack_key, BlobKind, PackBuilder, PackEntry, TARGET_SIZE};
 use super::{Manifest, Repository};
-use crate::item::stream::ItemStreamReader;
+use crate::repo::item_stream::ItemStreamReader;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,8 +5,8 @@
 
 use super::{ArchiveReader, WithHoles};
 use crate::item::filter::Selection;
-use crate::item::stream::ItemStreamReader;
 use crate::item::Kind;
+use crate::repo::item_stream::ItemStreamReader;
 use crate::repo::{Manifest, RepoError, Repository};
 use crate::vma::writer::{VmaWriter, WriteError};
 use std::io::{Read, Write};

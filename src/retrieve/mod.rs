@@ -19,8 +19,8 @@ pub mod export_vma;
 pub mod extract;
 
 use crate::item::filter::Selection;
-use crate::item::stream::ItemStreamReader;
 use crate::item::{Item, Kind};
+use crate::repo::item_stream::ItemStreamReader;
 use crate::repo::reader::{PendingBlob, Prefetcher};
 use crate::repo::{Manifest, RepoError, Repository};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};

@@ -5,10 +5,10 @@
 //! This module does no I/O itself: the writer hands finished blobs to a `put` closure and the
 //! reader asks a `get` closure for blobs by id.
 
-use super::codec::{self, CodecError};
-use super::Item;
-use crate::repo::chunker::Chunker;
-use crate::repo::{ChunkId, RepoError};
+use super::chunker::Chunker;
+use super::{ChunkId, RepoError};
+use crate::item::codec::{self, CodecError};
+use crate::item::Item;
 
 pub struct ItemStreamWriter {
     chunker: Chunker,
