@@ -301,6 +301,13 @@ fn vm_backup_stores_drives_that_deduplicate_and_restores_through_export_vma() {
     }
     let conf = node.sh("cat $PROXBORG_PVE_ROOT/nodes/*/qemu-server/290.conf");
     assert!(conf.contains("name: db"), "{conf}");
+    // To a file: written beside it and renamed, a VMA, nothing else left in the directory.
+    let out_dir = s.path("vma-out");
+    std::fs::create_dir(&out_dir).unwrap();
+    let file = out_dir.join("200.vma");
+    s.ok(&["export-vma", archive, file.to_str().unwrap()]);
+    assert_eq!(&std::fs::read(&file).unwrap()[..4], b"VMA\0");
+    assert_eq!(std::fs::read_dir(&out_dir).unwrap().count(), 1);
     // extract gives the raw disks.
     let disk0 = s
         .ok(&["extract", archive, "drive-scsi0.raw", "--stdout"])

@@ -4,7 +4,8 @@
 
 use super::{access, Global, Outcome};
 use crate::retrieve::export_vma::export_vma;
-use anyhow::{bail, Context, Result};
+use crate::retrieve::write_file_atomically;
+use anyhow::{bail, Result};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
@@ -26,18 +27,11 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     if to_stdout {
         export_vma(&repo, &manifest, std::io::stdout().lock())?.flush()?;
     } else {
-        let dir = match args.output.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let tmp = tempfile::Builder::new()
-            .prefix(".proxborg-export-")
-            .tempfile_in(&dir)
-            .with_context(|| format!("creating a file in {}", dir.display()))?;
-        let file = export_vma(&repo, &manifest, std::io::BufWriter::new(tmp.reopen()?))?;
-        file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        tmp.persist(&args.output)
-            .map_err(|e| anyhow::anyhow!("{}: {}", args.output.display(), e.error))?;
+        write_file_atomically(&args.output, |file| -> Result<()> {
+            export_vma(&repo, &manifest, std::io::BufWriter::new(file))?
+                .flush()
+                .map_err(Into::into)
+        })?;
     }
     Ok(if warnings > 0 {
         Outcome::Warnings

@@ -8,7 +8,7 @@ use crate::item::filter::Selection;
 use crate::item::pattern::Pattern;
 use crate::repo::{Manifest, RepoError, Repository};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TarExportError {
@@ -85,27 +85,9 @@ pub fn export_tar_to_file(
     compression: TarCompression,
     on_entry: &mut dyn FnMut(u64),
 ) -> Result<(), TarExportError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let in_dir = |e: std::io::Error| {
-        std::io::Error::new(
-            e.kind(),
-            format!("creating a file in {}: {e}", dir.display()),
-        )
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".proxborg-export-")
-        .tempfile_in(&dir)
-        .map_err(in_dir)?;
-    let file = tmp.reopen()?;
-    export_tar(repo, manifest, selection, file, compression, on_entry)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| {
-        std::io::Error::new(e.error.kind(), format!("{}: {}", path.display(), e.error))
-    })?;
-    Ok(())
+    super::write_file_atomically(path, |file| {
+        export_tar(repo, manifest, selection, file, compression, on_entry)
+    })
 }
 
 /// The compressor around the output; `finish` must be called to complete the frame.

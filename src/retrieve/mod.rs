@@ -269,3 +269,30 @@ impl<R: Read> Read for WithHoles<R> {
         Ok(0)
     }
 }
+
+/// Writes `path` through a temporary file beside it, synced and renamed into place only once
+/// `write` succeeded: a failed export leaves nothing, and never a half file under the name.
+pub fn write_file_atomically<E: From<io::Error>>(
+    path: &std::path::Path,
+    write: impl FnOnce(&mut std::fs::File) -> Result<(), E>,
+) -> Result<(), E> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".proxborg-export-")
+        .tempfile_in(dir)
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("creating a file in {}: {e}", dir.display()),
+            )
+        })?;
+    let mut file = tmp.reopen()?;
+    write(&mut file)?;
+    file.sync_all()?;
+    tmp.persist(path)
+        .map_err(|e| io::Error::new(e.error.kind(), format!("{}: {}", path.display(), e.error)))?;
+    Ok(())
+}
