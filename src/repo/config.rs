@@ -108,10 +108,19 @@ pub struct RepoConfig {
     pub key: Option<WrappedKey>,
     #[serde(default)]
     pub append_only: bool,
+    /// Raised by one at every rewrite of the config. A client's security record keeps the
+    /// highest it has seen, so an older copy put back in place (a rollback, e.g. of
+    /// append-only mode) is refused. Absent (0) until the first rewrite.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u64,
     /// Encrypted repositories: hex keyed BLAKE3 of `mac_input` (see the module comment).
     /// Absent in configs written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl RepoConfig {
@@ -228,6 +237,7 @@ mod tests {
             encryption: EncryptionMode::None,
             key: None,
             append_only: false,
+            generation: 0,
             mac: None,
         }
     }

@@ -71,6 +71,9 @@ pub struct Repository {
     crypto: Crypto,
     index: Arc<Index>,
     damaged_indexes: Vec<String>,
+    /// The security record this repository was verified against, kept up to date when this
+    /// client rewrites the config.
+    trust: Option<TrustStore>,
 }
 
 impl Repository {
@@ -108,6 +111,7 @@ impl Repository {
                 None
             },
             append_only: opts.append_only,
+            generation: 0,
             mac: None,
         };
         config.authenticate(&crypto);
@@ -118,6 +122,7 @@ impl Repository {
             crypto,
             index: Arc::new(Index::default()),
             damaged_indexes: Vec::new(),
+            trust: None,
         };
         let keyfile = if opts.encryption == EncryptionMode::Keyfile {
             wrapped
@@ -198,6 +203,7 @@ impl Repository {
             crypto,
             index: Arc::new(Index::default()),
             damaged_indexes: Vec::new(),
+            trust: trust.cloned(),
         })
     }
 
@@ -237,8 +243,23 @@ impl Repository {
     /// Rewrites the config (e.g. to switch append-only mode), with a fresh MAC when encrypted
     /// (this is also how a config written before MACs existed gets one).
     pub fn save_config(&mut self, mut config: RepoConfig) -> Result<()> {
+        config.generation = self.config.generation.saturating_add(1);
         config.authenticate(&self.crypto);
         self.backend.replace("config", &config.to_bytes())?;
+        // The record learns the new generation now: putting the old file back is then a
+        // rollback this client refuses.
+        if let Some(t) = &self.trust {
+            let known = t.record(&config.id)?;
+            let location = self.backend.canonical_location();
+            t.remember(
+                known.as_ref(),
+                &config,
+                &self.crypto,
+                config.mac.is_some(),
+                &location,
+                false,
+            )?;
+        }
         self.config = config;
         Ok(())
     }

@@ -49,6 +49,9 @@ pub struct Record {
     pub chunker: ChunkerParams,
     /// Once true, the config must keep a valid MAC.
     pub config_authenticated: bool,
+    /// The highest `RepoConfig::generation` seen: a lower one is a rolled-back config.
+    #[serde(default)]
+    pub config_generation: u64,
 }
 
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +75,7 @@ pub fn default_dir() -> PathBuf {
     }
 }
 
+#[derive(Clone, Debug)]
 pub struct TrustStore {
     dir: PathBuf,
 }
@@ -161,6 +165,15 @@ impl TrustStore {
                 &dir,
             ));
         }
+        if config.generation < rec.config_generation {
+            return Err(changed(
+                format!(
+                    "the config is older than one this client has used (generation {} < {}): rolled back",
+                    config.generation, rec.config_generation
+                ),
+                &dir,
+            ));
+        }
         if rec.config_authenticated && config.mac.is_none() {
             return Err(changed(
                 "the config lost its authentication code".into(),
@@ -211,6 +224,9 @@ impl TrustStore {
             key_fingerprint: crypto.key_fingerprint(),
             chunker: config.chunker,
             config_authenticated: authenticated || known.is_some_and(|r| r.config_authenticated),
+            config_generation: config
+                .generation
+                .max(known.map_or(0, |r| r.config_generation)),
         };
         if known != Some(&rec) {
             write_json(&self.dir, &self.record_path(&config.id), &rec)?;
@@ -304,6 +320,7 @@ mod tests {
             encryption,
             key: None,
             append_only: false,
+            generation: 0,
             mac: None,
         }
     }
