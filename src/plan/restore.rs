@@ -72,6 +72,12 @@ pub fn container_restore(
         let size = m
             .size
             .ok_or_else(|| RestorePlanError::NoSize { key: m.key.clone() })?;
+        if !m.is_rootfs() && m.backup != Some(true) {
+            notes.push(format!(
+                "{} ({}) has no backup=1: it is created, and comes back empty unless the backup was made with `!` (`{vmid}:!`)",
+                m.key, m.mp
+            ));
+        }
         let mut spec = format!("{storage}:{}", gib(size));
         // Every option but the volume and its size (which the new volume replaces): mp=,
         // backup=, acl=, quota=, ro=, replicate=, shared=, mountoptions=.
@@ -163,8 +169,9 @@ mod tests {
             ]
         );
         assert!(!r.via_file);
-        assert_eq!(r.notes.len(), 1);
+        assert_eq!(r.notes.len(), 2, "{:?}", r.notes);
         assert!(r.notes[0].contains("mp1") && r.notes[0].contains("/mnt/host/share"));
+        assert!(r.notes[1].contains("mp2") && r.notes[1].contains("no backup=1"));
     }
 
     #[test]
