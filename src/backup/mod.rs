@@ -69,11 +69,6 @@ impl From<crate::vma::reader::ReadError> for BackupError {
     }
 }
 
-impl From<std::io::Error> for BackupError {
-    fn from(e: std::io::Error) -> Self {
-        BackupError::Host(HostError::io("reading the source", e))
-    }
-}
 
 /// How the files cache is used for this run (`--files-cache`, `--files-cache-ttl`).
 #[derive(Clone, Copy, Debug)]
