@@ -109,11 +109,12 @@ pub fn plan(
 }
 
 impl RestorePlan {
-    /// The shell pipeline that does the same, for `--print`.
-    pub fn command_line(&self, archive: &str, vmid: Vmid) -> String {
+    /// The shell pipeline that does the same, for `--print`; a temporary tar goes in `tmpdir`.
+    pub fn command_line(&self, archive: &str, vmid: Vmid, tmpdir: &Path) -> String {
+        let tmp = tmpdir.display();
         match self {
             RestorePlan::Container { args, via_file, .. } if *via_file => format!(
-                "proxborg export-tar {archive} /var/tmp/vzdump-lxc-{vmid}-restore.tar && pct restore {vmid} /var/tmp/vzdump-lxc-{vmid}-restore.tar {}",
+                "proxborg export-tar {archive} {tmp}/vzdump-lxc-{vmid}-restore.tar && pct restore {vmid} {tmp}/vzdump-lxc-{vmid}-restore.tar {}",
                 args.join(" ")
             ),
             RestorePlan::Container { args, .. } => format!(
@@ -121,7 +122,7 @@ impl RestorePlan {
                 args.join(" ")
             ),
             RestorePlan::ContainerDump { args } => format!(
-                "proxborg extract {archive} --stdout > /var/tmp/{archive} && pct restore {vmid} /var/tmp/{archive} {}",
+                "proxborg extract {archive} --stdout > {tmp}/{archive} && pct restore {vmid} {tmp}/{archive} {}",
                 args.join(" ")
             )
             .trim_end()

@@ -69,7 +69,6 @@ impl From<crate::vma::reader::ReadError> for BackupError {
     }
 }
 
-
 /// How the files cache is used for this run (`--files-cache`, `--files-cache-ttl`).
 #[derive(Clone, Copy, Debug)]
 pub struct CacheOptions {

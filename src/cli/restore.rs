@@ -54,7 +54,7 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
         }
     }
     if args.print {
-        println!("{}", plan.command_line(&args.archive, vmid));
+        println!("{}", plan.command_line(&args.archive, vmid, &args.tmpdir));
         return Ok(Outcome::Success);
     }
     let host = RealHost::new(backup::pve_root()?);
