@@ -71,7 +71,11 @@ pub fn plan(
     options: &RestoreOptions,
 ) -> Result<RestorePlan, RestoreError> {
     let meta = |k: &str| manifest.metadata.get(k).and_then(|v| v.as_str());
-    let vzdump = meta("format") == Some("vzdump") || meta("kind") == Some("vzdump");
+    // A hook archive of a VMA is stored as drives (`format`); other hook archives are dumps.
+    let vzdump = match meta("format") {
+        Some(format) => format == "vzdump",
+        None => meta("kind") == Some("vzdump"),
+    };
     let guest = meta("vmtype").or(meta("kind"));
     match (guest, vzdump) {
         (Some("lxc"), false) => {

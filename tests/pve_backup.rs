@@ -579,16 +579,17 @@ fn vzdump_hook_archives_a_dump_from_the_node_and_runs_the_file_level_backup() {
     assert!(s.ok(&["extract", tar_name, "--stdout"]).stdout == std::fs::read(&tar).unwrap());
     assert_eq!(node.leftovers(), "");
 
-    // A VM's VMA dump from the node's vzdump: the archive's bytes equal the file.
+    // A VM's zstd-compressed VMA dump from the node's vzdump: taken apart into drives, as
+    // `proxborg 200` stores them, so each deduplicates against the other.
     node.sh(&format!(
-        "vzdump 200 --dumpdir {} --compress 0 --mode snapshot --quiet >/dev/null 2>&1",
+        "vzdump 200 --dumpdir {} --compress zstd --mode snapshot --quiet >/dev/null 2>&1",
         dump.display()
     ));
     let vma = std::fs::read_dir(&dump)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "vma"))
-        .expect("the node's vzdump wrote no .vma");
+        .find(|p| p.to_string_lossy().ends_with(".vma.zst"))
+        .expect("the node's vzdump wrote no .vma.zst");
     let vars = [
         ("VMTYPE", "qemu".to_string()),
         ("HOSTNAME", "db".to_string()),
@@ -597,7 +598,31 @@ fn vzdump_hook_archives_a_dump_from_the_node_and_runs_the_file_level_backup() {
     let out = run_vzdump_hook(&conf, &vars, &["backup-end", "snapshot", "200"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let vma_name = vma.file_name().unwrap().to_str().unwrap();
-    assert!(s.ok(&["extract", vma_name, "--stdout"]).stdout == std::fs::read(&vma).unwrap());
+    let drive = s
+        .ok(&["extract", vma_name, "drive-scsi0.raw", "--stdout"])
+        .stdout;
+    let disk = std::fs::read(format!("{SIM_DIR}/vz/images/200/vm-200-disk-0.raw")).unwrap();
+    assert!(
+        drive == disk,
+        "the hook's archived drive differs from the disk"
+    );
+    let out = run_node(node, &s, &["200", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let info: serde_json::Value =
+        serde_json::from_slice(&s.ok(&["info", &first_archive(&out), "--json"]).stdout).unwrap();
+    let (added, data) = (
+        info["added_size"].as_u64().unwrap(),
+        info["original_size"].as_u64().unwrap(),
+    );
+    assert!(
+        added * 100 < data,
+        "proxborg 200 after the hook's dump added {added} of {data} bytes"
+    );
+    assert_eq!(
+        info["metadata"]["drives"].as_array().unwrap().len(),
+        2,
+        "{info}"
+    );
 }
 
 #[test]

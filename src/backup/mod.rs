@@ -11,6 +11,7 @@
 mod container;
 mod create;
 mod dataset;
+mod drives;
 mod dump;
 pub mod events;
 mod guards;

@@ -70,6 +70,9 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
         target.display(),
         bytesize::ByteSize(done.manifest.stats.added_size)
     );
+    for note in &done.notes {
+        eprintln!("proxborg: note: {note}");
+    }
     if done.removed {
         eprintln!("proxborg: verified and removed {}", target.display());
     }

@@ -24,6 +24,23 @@ pub struct Disk {
     pub size: u64,
     /// Per chunk: its blob, `None` for a hole; unset until complete.
     chunks: Vec<Option<Option<ChunkRef>>>,
+    /// Bytes of its chunks that were new to the repository (before compression).
+    new: u64,
+}
+
+/// What one run did with one disk (`info --json` shows it per drive).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DiskStats {
+    pub name: String,
+    /// The disk's size.
+    pub size: u64,
+    /// Bytes in data chunks (everything not a hole).
+    pub allocated: u64,
+    /// Bytes the source handed over (a VMA leaves out blocks it knows are zero); set by
+    /// the caller, which sees the source's framing.
+    pub read: u64,
+    /// Bytes of its chunks the repository did not have yet (before compression).
+    pub new: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +65,7 @@ impl DiskAssembler {
                     name,
                     size,
                     chunks: vec![None; size.div_ceil(IMAGE_CHUNK) as usize],
+                    new: 0,
                 })
                 .collect(),
             pending: HashMap::new(),
@@ -101,7 +119,12 @@ impl DiskAssembler {
                     let stored = if done.data.iter().all(|&b| b == 0) {
                         None
                     } else {
-                        Some(builder.put_chunk(done.data)?)
+                        let before = builder.stats().new_chunks;
+                        let r = builder.put_chunk(done.data)?;
+                        if builder.stats().new_chunks > before {
+                            self.disks[disk].new += u64::from(r.len);
+                        }
+                        Some(r)
                     };
                     self.disks[disk].chunks[index as usize] = Some(stored);
                 }
@@ -110,6 +133,26 @@ impl DiskAssembler {
             at += n as u64;
         }
         Ok(())
+    }
+
+    /// What arrived and was stored so far, per disk, in order.
+    pub fn stats(&self) -> Vec<DiskStats> {
+        self.disks
+            .iter()
+            .map(|d| DiskStats {
+                name: d.name.clone(),
+                size: d.size,
+                allocated: d
+                    .chunks
+                    .iter()
+                    .flatten()
+                    .flatten()
+                    .map(|r| u64::from(r.len))
+                    .sum(),
+                read: 0,
+                new: d.new,
+            })
+            .collect()
     }
 
     /// Each disk as a file entry `<name>.raw` (sparse where chunks were zero), in order.
