@@ -117,7 +117,7 @@ fn stale_locks_are_broken_and_live_ones_time_out() {
     std::fs::write(locks.join("exclusive-dead"), lock(999_999_999)).unwrap();
     let out = s.create_stdin("a", b"x");
     assert_success(&out, &["create"]);
-    assert!(stderr(&out).contains("breaking stale"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is stale"), "{}", stderr(&out));
     assert!(!locks.join("exclusive-dead").exists());
 
     // A live holder (this test process) blocks a create until --lock-wait expires.

@@ -1,14 +1,17 @@
 //! `create`: one source into one archive. A directory tree (its contents become the archive
 //! root, as `tar -C DIR .` would), a regular file (read by its data extents, its holes kept,
 //! skipped through the files cache when unchanged), a block device, or a stream (stdin).
+//! Block devices and `.img`/`.raw` files are disk images: cut into fixed, aligned chunks
+//! rather than content-defined ones, because a disk's writes never shift its data.
 
 use super::events::JobReport;
 use super::{files_cache, save_files_cache, BackupError, CacheOptions, Sink};
 use crate::files_cache::FilesCache;
 use crate::host::interrupt::Interruptible;
+use crate::ingest::disk::{ingest_image, DiskStats};
 use crate::ingest::tree::{ingest_dir, reuse_cached, TreeSource};
 use crate::ingest::ArchiveBuilder;
-use crate::item::{Item, Kind, Timestamp};
+use crate::item::{Extent, Item, Kind, Timestamp};
 use crate::pve::idmap::IdMap;
 use crate::repo::{Compression, Manifest, ObjectId, Repository};
 use crate::tree::content::{self, FileContent};
@@ -88,18 +91,30 @@ pub fn create(
             } else if ft.is_file() {
                 // A disk image or dump file: the files cache skips it when unchanged.
                 let mut c = files_cache(repo, request.files_cache);
-                add_regular_file(&mut builder, &mut c, &source, &meta, &report)?;
+                if let Some(drive) =
+                    add_regular_file(&mut builder, &mut c, &source, &meta, &report)?
+                {
+                    metadata.insert("drives".into(), serde_json::json!([drive]));
+                }
                 cache = Some(c);
                 "file"
             } else if ft.is_block_device() {
                 // A block device's metadata says nothing about its contents: always read.
-                let file = std::fs::File::open(&source).map_err(|e| source_error(&source, e))?;
-                let mut data = Interruptible(file);
-                builder.add(
-                    stream_item(&entry_name(&source), Some(&meta)),
-                    Some(&mut data),
-                    false,
-                )?;
+                let mut file =
+                    std::fs::File::open(&source).map_err(|e| source_error(&source, e))?;
+                let size = std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0))
+                    .and_then(|n| {
+                        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)).map(|_| n)
+                    })
+                    .map_err(|e| source_error(&source, e))?;
+                let item = stream_item(&entry_name(&source), Some(&meta));
+                let whole = [Extent {
+                    offset: 0,
+                    len: size,
+                }];
+                let (_, drive) =
+                    add_image(&mut builder, item, &mut Interruptible(file), size, &whole)?;
+                metadata.insert("drives".into(), serde_json::json!([drive]));
                 "block-device"
             } else {
                 return Err(BackupError::Refused(format!(
@@ -138,15 +153,40 @@ fn entry_name(source: &Path) -> String {
         .unwrap_or_else(|| "file".into())
 }
 
-/// One regular file as the archive's only entry. A read error is fatal here (unlike in a
-/// tree): the archive would be empty.
+/// A disk image file: fixed chunks as for a block device (PBS's `.img` archives do the same).
+fn is_disk_image(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("img") || e.eq_ignore_ascii_case("raw"))
+}
+
+/// A disk image (block device, `.img`/`.raw` file) as one entry in fixed, aligned chunks
+/// (`ingest::disk`), holes kept, with `item`'s metadata.
+fn add_image(
+    builder: &mut ArchiveBuilder,
+    mut item: Item,
+    data: &mut dyn Read,
+    size: u64,
+    extents: &[Extent],
+) -> Result<(Item, DiskStats), BackupError> {
+    let name = String::from_utf8_lossy(&item.path).into_owned();
+    let (stored, stats) = ingest_image(builder, data, &name, size, extents, item.mtime)?;
+    item.size = stored.size;
+    item.sparse = stored.sparse;
+    item.chunks = stored.chunks;
+    builder.add_stored(item.clone())?;
+    Ok((item, stats))
+}
+
+/// One regular file as the archive's only entry; a disk image's figures. A read error is
+/// fatal here (unlike in a tree): the archive would be empty.
 fn add_regular_file(
     builder: &mut ArchiveBuilder,
     cache: &mut FilesCache,
     source: &Path,
     meta: &std::fs::Metadata,
     report: &JobReport,
-) -> Result<(), BackupError> {
+) -> Result<Option<DiskStats>, BackupError> {
+    let mut drive = None;
     let file = std::fs::File::open(source).map_err(|e| source_error(source, e))?;
     let key = FilesCache::key(&source.to_string_lossy(), b"");
     let mut item = stream_item(&entry_name(source), Some(meta));
@@ -163,10 +203,23 @@ fn add_regular_file(
     }
     if reuse_cached(builder, cache, &key, &mut item, meta.ino()) {
         builder.add_known(item, false)?;
-        return Ok(());
+        return Ok(None);
     }
     let mut data = Interruptible(FileContent::new(file, &item));
-    let stored = builder.add(item, Some(&mut data), false)?;
+    let stored = if is_disk_image(source) {
+        let extents = item.sparse.clone().unwrap_or_else(|| {
+            vec![Extent {
+                offset: 0,
+                len: item.size,
+            }]
+        });
+        let size = item.size;
+        let (stored, stats) = add_image(builder, item, &mut data, size, &extents)?;
+        drive = Some(stats);
+        stored
+    } else {
+        builder.add(item, Some(&mut data), false)?
+    };
     if data.0.changed() {
         // the same words as for a file of a tree
         report.warn(format!(
@@ -177,7 +230,7 @@ fn add_regular_file(
     } else {
         cache.remember(key, &stored, meta.ino());
     }
-    Ok(())
+    Ok(drive)
 }
 
 /// The one entry of a stream source: the file's metadata, or now and our ids for stdin.

@@ -135,6 +135,41 @@ impl DiskAssembler {
         Ok(())
     }
 
+    /// `len` zero bytes at `offset` of disk `disk` (a hole of the source): whole chunks become
+    /// holes without being looked at, so a mostly empty image costs no memory scans.
+    pub fn write_zeros(
+        &mut self,
+        builder: &mut ArchiveBuilder,
+        disk: usize,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), DiskError> {
+        let Some(d) = self.disks.get(disk) else {
+            return Err(DiskError::Invalid {
+                disk: disk.to_string(),
+                reason: "no such disk".into(),
+            });
+        };
+        let size = d.size;
+        let end = offset.saturating_add(len).min(size);
+        let zeros = vec![0u8; IMAGE_CHUNK as usize];
+        let mut at = offset;
+        while at < end {
+            let index = at / IMAGE_CHUNK;
+            let start = index * IMAGE_CHUNK;
+            let chunk_end = (start + IMAGE_CHUNK).min(size);
+            let n = (end.min(chunk_end) - at) as usize;
+            let whole = at == start && at + n as u64 == chunk_end;
+            if whole && !self.pending.contains_key(&(disk, index)) {
+                self.disks[disk].chunks[index as usize] = Some(None);
+            } else {
+                self.write(builder, disk, at, &zeros[..n])?;
+            }
+            at += n as u64;
+        }
+        Ok(())
+    }
+
     /// What arrived and was stored so far, per disk, in order.
     pub fn stats(&self) -> Vec<DiskStats> {
         self.disks
@@ -189,5 +224,109 @@ impl DiskAssembler {
             items.push(item);
         }
         Ok(items)
+    }
+}
+
+/// A disk image read in order (a block device, a raw image file): its data extents from
+/// `data` (their bytes concatenated, as [`crate::tree::content::FileContent`] gives them), the
+/// rest holes, cut into [`IMAGE_CHUNK`]s. Returns the entry named `name` and its figures.
+pub fn ingest_image(
+    builder: &mut ArchiveBuilder,
+    data: &mut dyn std::io::Read,
+    name: &str,
+    size: u64,
+    extents: &[Extent],
+    mtime: Timestamp,
+) -> Result<(Item, DiskStats), DiskError> {
+    let mut disks = DiskAssembler::new([(name.to_string(), size)]);
+    let mut buf = vec![0u8; IMAGE_CHUNK as usize];
+    let mut at = 0u64;
+    let mut read = 0u64;
+    for e in extents {
+        disks.write_zeros(builder, 0, at, e.offset.saturating_sub(at))?;
+        let mut pos = e.offset;
+        let end = e.offset.saturating_add(e.len).min(size);
+        while pos < end {
+            // up to the next chunk boundary, so each write completes a chunk
+            let n = (IMAGE_CHUNK - pos % IMAGE_CHUNK).min(end - pos) as usize;
+            data.read_exact(&mut buf[..n])
+                .map_err(|e| DiskError::Invalid {
+                    disk: name.to_string(),
+                    reason: format!("reading at byte {pos}: {e}"),
+                })?;
+            disks.write(builder, 0, pos, &buf[..n])?;
+            pos += n as u64;
+            read += n as u64;
+        }
+        at = end.max(at);
+    }
+    disks.write_zeros(builder, 0, at, size.saturating_sub(at))?;
+    let mut stats = disks.stats().remove(0);
+    stats.read = read;
+    let mut item = disks.finish(mtime)?.remove(0);
+    item.path = name.as_bytes().to_vec();
+    Ok((item, stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::test_support::unencrypted;
+
+    #[test]
+    fn an_image_is_cut_at_fixed_places_and_its_holes_cost_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = unencrypted(&dir.path().join("repo"));
+        let mut builder = ArchiveBuilder::new(&repo, None);
+        let size = 3 * IMAGE_CHUNK + 100;
+        // data in chunk 0 (part), a hole over chunks 1-2, data in the last short chunk
+        let extents = [
+            Extent {
+                offset: 10,
+                len: 5000,
+            },
+            Extent {
+                offset: 3 * IMAGE_CHUNK,
+                len: 100,
+            },
+        ];
+        let bytes: Vec<u8> = (0..5100u32).map(|i| (i % 251) as u8 + 1).collect();
+        let (item, stats) = ingest_image(
+            &mut builder,
+            &mut bytes.as_slice(),
+            "disk.raw",
+            size,
+            &extents,
+            Timestamp::default(),
+        )
+        .unwrap();
+        assert_eq!(item.size, size);
+        assert_eq!(
+            item.sparse,
+            Some(vec![
+                Extent {
+                    offset: 0,
+                    len: IMAGE_CHUNK
+                },
+                Extent {
+                    offset: 3 * IMAGE_CHUNK,
+                    len: 100
+                },
+            ])
+        );
+        assert_eq!(item.chunks.len(), 2);
+        assert_eq!((stats.read, stats.allocated), (5100, IMAGE_CHUNK + 100));
+        // A short source is an error naming the disk, never zeros.
+        let mut builder = ArchiveBuilder::new(&repo, None);
+        let err = ingest_image(
+            &mut builder,
+            &mut &bytes[..10],
+            "disk.raw",
+            size,
+            &extents,
+            Timestamp::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("disk.raw"), "{err}");
     }
 }

@@ -244,7 +244,7 @@ fn first_conflict(
             Err(e) => return Err(e),
         };
         if let Some(why) = info.stale_reason(host, now()) {
-            warn(format!("breaking stale {}: {why}", info.describe()));
+            warn(format!("{} is stale ({why}); breaking it", info.describe()));
             let _ = backend.delete(&key);
             continue;
         }
