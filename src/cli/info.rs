@@ -129,6 +129,20 @@ fn print_human(v: &serde_json::Value, indent: &str) {
                 println!("{indent}{label}:");
                 print_human(val, &format!("{indent}  "));
             }
+            serde_json::Value::Array(drives) if k == "drives" => {
+                println!("{indent}drives:");
+                for d in drives {
+                    let bytes = |f: &str| ByteSize(d[f].as_u64().unwrap_or(0));
+                    println!(
+                        "{indent}  {:<22} size {}, allocated {}, read {}, new {}",
+                        d["name"].as_str().unwrap_or("?"),
+                        bytes("size"),
+                        bytes("allocated"),
+                        bytes("read"),
+                        bytes("new")
+                    );
+                }
+            }
             serde_json::Value::String(s) => println!("{indent}{label:<24} {s}"),
             other => println!("{indent}{label:<24} {other}"),
         }
