@@ -67,7 +67,8 @@ impl Content {
 impl Read for Content {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if let Some(why) = &self.damaged {
-            return Err(io::Error::other(format!("{}: {why}", self.path)));
+            // Every caller names the file already.
+            return Err(io::Error::other(why.clone()));
         }
         loop {
             if self.pos < self.current.len() {
@@ -205,7 +206,7 @@ fn produce(
             path: crate::item::display_path(&item.path),
             damaged: (lost > 0).then(|| {
                 format!(
-                    "damaged: {lost} of its {} content blobs are gone from the repository (`check --repair` reports such files; a new backup of it heals the archive)",
+                    "damaged: {lost} of its {} content blobs are lost (`check --repair` reports such files; a new backup of the file heals the archive)",
                     ids.len()
                 )
             }),

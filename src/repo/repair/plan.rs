@@ -107,10 +107,12 @@ pub fn plan_index(scans: &BTreeMap<ChunkId, PackState>, current: &CurrentIndex) 
         || !plan.set_aside.is_empty()
         || !plan.missing.is_empty()
         || !plan.unindexed.is_empty()
-        || plan
-            .keep
-            .iter()
-            .any(|(id, entries)| !same_entries(entries, &current.packs[id]));
+        || plan.keep.iter().any(|(id, entries)| {
+            current
+                .packs
+                .get(id)
+                .is_none_or(|listed| !same_entries(entries, listed))
+        });
     plan
 }
 
