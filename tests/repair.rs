@@ -317,3 +317,23 @@ fn an_unreadable_archive_file_is_moved_aside_not_deleted() {
     let left = names.split_whitespace().next().unwrap().to_string();
     assert_restores(&s, &src, &left, "x");
 }
+
+#[test]
+fn a_deleted_pack_is_dropped_from_the_index_and_every_file_it_held_is_marked() {
+    let (s, src) = repository();
+    std::fs::remove_file(data_pack(&s)).unwrap();
+    let out = s.run(&["check", "--repair"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("missing (named by an index file)"), "{text}");
+    assert!(
+        text.contains("archive \"a2\": rewritten; 12 damaged files"),
+        "{text}"
+    );
+    s.ok(&["check", "--verify-data"]);
+    let listing = stdout(&s.ok(&["list", "a2"]));
+    assert_eq!(listing.matches("DAMAGED").count(), 12, "{listing}");
+    s.ok(&["create", "a3", src.to_str().unwrap()]);
+    assert_restores(&s, &src, "a2", "x2");
+    s.ok(&["check", "--verify-data"]);
+}

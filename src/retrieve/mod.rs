@@ -206,7 +206,7 @@ fn produce(
             path: crate::item::display_path(&item.path),
             damaged: (lost > 0).then(|| {
                 format!(
-                    "damaged: {lost} of its {} content blobs are lost (`check --repair` reports such files; a new backup of the file heals the archive)",
+                    "damaged: {lost} of its {} content blobs are missing from the repository (`check` names them, `check --repair` marks such files; a new backup of the file heals the archive)",
                     ids.len()
                 )
             }),
