@@ -337,3 +337,79 @@ fn a_deleted_pack_is_dropped_from_the_index_and_every_file_it_held_is_marked() {
     assert_restores(&s, &src, "a2", "x2");
     s.ok(&["check", "--verify-data"]);
 }
+
+#[test]
+fn a_pack_with_a_damaged_header_is_salvaged_whole_through_the_index() {
+    let (s, src) = repository();
+    let pack = data_pack(&s);
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let at = bytes.len() - 20; // inside the sealed header, before the length trailer
+    bytes[at] ^= 0xff;
+    std::fs::write(&pack, bytes).unwrap();
+    assert_eq!(code(&s.run(&["check"])), 2);
+    let out = s.ok(&["check", "--repair", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let aside = &json["repair"]["packs_set_aside"][0];
+    assert!(aside["why"].as_str().unwrap().contains("header"), "{json}");
+    assert_eq!(aside["blobs_salvaged"], 12, "{json}");
+    assert_eq!(aside["blobs_lost"], 0, "{json}");
+    assert_eq!(json["repair"]["archives"], serde_json::json!([]), "{json}");
+    assert_eq!(json["check_after"]["problems"], serde_json::json!([]));
+    s.ok(&["check", "--verify-data"]);
+    assert_restores(&s, &src, "a1", "x1");
+}
+
+#[test]
+fn a_repair_interrupted_before_its_deletes_is_finished_by_the_next() {
+    let (s, src) = repository();
+    let pack = data_pack(&s);
+    flip_middle(&pack);
+    let keep = |dir: &str| -> Vec<(PathBuf, Vec<u8>)> {
+        under(&s, dir)
+            .into_iter()
+            .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+            .collect()
+    };
+    let old: Vec<_> = [
+        keep("index"),
+        keep("archives"),
+        vec![(pack.clone(), std::fs::read(&pack).unwrap())],
+    ]
+    .concat();
+    assert_eq!(code(&s.run(&["check", "--repair"])), 1);
+    // As if it had stopped after writing everything new and before deleting anything.
+    for (p, b) in &old {
+        std::fs::write(p, b).unwrap();
+    }
+    let out = s.run(&["check", "--repair"]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    for (p, _) in &old {
+        assert!(!p.exists(), "{} is still there", p.display());
+    }
+    assert!(PathBuf::from(format!("{}.bad", pack.display())).exists());
+    s.ok(&["check", "--verify-data"]);
+    let before = contents(&s.repo());
+    assert!(stderr(&s.ok(&["check", "--repair"])).contains("nothing to repair"));
+    assert_eq!(contents(&s.repo()), before);
+    s.ok(&["create", "a3", src.to_str().unwrap()]);
+    assert_restores(&s, &src, "a1", "x1");
+}
+
+#[test]
+fn an_append_only_repository_is_not_repaired_but_a_dry_run_reports() {
+    let (s, _src) = repository();
+    s.ok(&["config", "append-only", "on"]);
+    for f in under(&s, "index") {
+        std::fs::remove_file(f).unwrap();
+    }
+    let out = s.run(&["check", "--repair"]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("append-only"), "{}", stderr(&out));
+    assert!(under(&s, "index").is_empty());
+    let out = s.run(&["check", "--repair", "--dry-run"]);
+    assert!(
+        stdout(&out).contains("index would be rebuilt"),
+        "{}",
+        stdout(&out)
+    );
+}
