@@ -325,7 +325,13 @@ fn a_deleted_pack_is_dropped_from_the_index_and_every_file_it_held_is_marked() {
     let out = s.run(&["check", "--repair"]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("missing (named by an index file)"), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("missing (named by an index file)"));
+    assert!(
+        line.is_some_and(|l| l.contains("12 blobs lost; lost blobs used by archives: a1, a2")),
+        "{text}"
+    );
     assert!(
         text.contains("archive \"a2\": rewritten; 12 damaged files"),
         "{text}"

@@ -161,7 +161,13 @@ pub fn repair_lines(r: &RepairReport) -> Vec<String> {
         out.push(format!("damaged index file: {d}"));
     }
     for p in &r.packs_missing {
-        out.push(format!("{p}: missing (named by an index file)"));
+        out.push(format!(
+            "{}: {}; {} blobs lost{}",
+            p.key,
+            p.why,
+            p.blobs_lost,
+            used_by(&p.used_by)
+        ));
     }
     if r.index_rebuilt {
         out.push(format!(
@@ -183,11 +189,7 @@ pub fn repair_lines(r: &RepairReport) -> Vec<String> {
             p.blobs_salvaged,
             would("salvaged", "to salvage"),
             p.blobs_lost,
-            if p.used_by.is_empty() {
-                String::new()
-            } else {
-                format!("; lost blobs used by archives: {}", p.used_by.join(", "))
-            }
+            used_by(&p.used_by)
         ));
     }
     for a in &r.archives {
@@ -218,4 +220,12 @@ pub fn repair_lines(r: &RepairReport) -> Vec<String> {
         ));
     }
     out
+}
+
+fn used_by(archives: &[String]) -> String {
+    if archives.is_empty() {
+        String::new()
+    } else {
+        format!("; lost blobs used by archives: {}", archives.join(", "))
+    }
 }

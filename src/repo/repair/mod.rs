@@ -85,7 +85,8 @@ pub struct RepairReport {
     pub index_rebuilt: bool,
     pub packs_scanned: u64,
     pub packs_unindexed: Vec<String>,
-    pub packs_missing: Vec<String>,
+    /// Packs the index files named that do not exist (their `why` says so).
+    pub packs_missing: Vec<PackRepair>,
     pub packs_set_aside: Vec<PackRepair>,
     pub blobs_salvaged: u64,
     pub blobs_lost: u64,
@@ -161,7 +162,6 @@ pub fn repair(
     let iplan = plan::plan_index(&scans, &current);
     report.index_rebuilt = iplan.rewrite_index;
     report.packs_unindexed = iplan.unindexed.iter().map(pack_key).collect();
-    report.packs_missing = iplan.missing.iter().map(pack_key).collect();
     report.blobs_salvaged = iplan.salvage.len() as u64;
     report.blobs_lost = iplan.lost.len() as u64;
 
@@ -226,13 +226,13 @@ pub fn repair(
         });
     }
     for pack in &iplan.missing {
-        if let Some(u) = users.get(pack) {
-            warn(format!(
-                "{}: missing; its lost blobs were used by {}",
-                pack_key(pack),
-                u.iter().cloned().collect::<Vec<_>>().join(", ")
-            ));
-        }
+        report.packs_missing.push(PackRepair {
+            key: pack_key(pack),
+            why: "missing (named by an index file)".into(),
+            blobs_salvaged: 0,
+            blobs_lost: iplan.lost.values().filter(|p| *p == pack).count() as u64,
+            used_by: users.get(pack).into_iter().flatten().cloned().collect(),
+        });
     }
     for (id, m, scan, action) in &actions {
         report.archives.push(describe(id, m, scan, action));
