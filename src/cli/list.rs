@@ -1,6 +1,8 @@
 //! `proxborg list [ARCHIVE]`: the archives, or one archive's entries like `tar tv`.
 //! `--json`: archives as one JSON array; entries as JSON Lines (one object per entry), so a
 //! listing of millions of entries streams.
+//! A file whose content blobs are no longer in the repository (see `check --repair`) is
+//! marked: `[DAMAGED: content lost]` after its line, `"damaged": true` in JSON.
 
 use super::{access, Global, Outcome};
 use crate::item::filter::Selection;
@@ -68,10 +70,20 @@ fn list(global: &Global, args: Args) -> Result<Outcome> {
         includes: args.paths.iter().map(|p| Selection::normalize(p)).collect(),
         ..Default::default()
     };
+    let index = repo.index().clone();
     for entry in ArchiveReader::open(&repo, &manifest, selection) {
         let item = entry?.item;
+        // Damaged: content blobs are gone (`check --repair` reported the file). Asked of the
+        // index, not of the archive's record, so a file a later backup healed shows whole.
+        let damaged = item.chunks.iter().any(|c| !index.contains(&c.id));
         if args.json {
-            writeln!(out, "{}", serde_json::to_string(&item_json(&item))?)?;
+            let mut v = item_json(&item);
+            if damaged {
+                v["damaged"] = true.into();
+            }
+            writeln!(out, "{}", serde_json::to_string(&v)?)?;
+        } else if damaged {
+            writeln!(out, "{}  [DAMAGED: content lost]", tar_tv_line(&item))?;
         } else {
             writeln!(out, "{}", tar_tv_line(&item))?;
         }

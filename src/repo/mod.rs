@@ -27,6 +27,7 @@ pub mod location;
 pub mod lock;
 pub mod pack;
 pub mod reader;
+pub mod repair;
 #[cfg(test)]
 pub mod test_support;
 pub mod trust;

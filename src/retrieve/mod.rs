@@ -20,6 +20,7 @@ pub mod extract;
 
 use crate::item::filter::Selection;
 use crate::item::{Item, Kind};
+use crate::repo::index::Index;
 use crate::repo::item_stream::ItemStreamReader;
 use crate::repo::reader::{PendingBlob, Prefetcher};
 use crate::repo::{Manifest, RepoError, Repository};
@@ -45,6 +46,9 @@ pub struct Content {
     pos: usize,
     remaining: u64,
     path: String,
+    /// Set when content blobs are known to be gone before anything is read: the read fails
+    /// at once with this, naming the file, instead of after part of it was written.
+    damaged: Option<String>,
 }
 
 impl Content {
@@ -55,12 +59,17 @@ impl Content {
             pos: 0,
             remaining: 0,
             path: String::new(),
+            damaged: None,
         }
     }
 }
 
 impl Read for Content {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(why) = &self.damaged {
+            // Every caller names the file already.
+            return Err(io::Error::other(why.clone()));
+        }
         loop {
             if self.pos < self.current.len() {
                 let n = buf.len().min(self.current.len() - self.pos);
@@ -109,7 +118,7 @@ impl ArchiveReader {
         let (tx, rx) = bounded(ENTRIES_AHEAD);
         let producer = std::thread::spawn(move || {
             let items = ItemStreamReader::new(blobs, |id| source.read_blob(id)).expect_items(count);
-            produce(items, &selection, &prefetch, &tx);
+            produce(items, &selection, &prefetch, &source.index, &tx);
         });
         ArchiveReader {
             cancelled,
@@ -143,6 +152,7 @@ fn produce(
     items: impl Iterator<Item = Result<Item, RepoError>>,
     selection: &Selection,
     prefetch: &Prefetcher,
+    index: &Index,
     tx: &Sender<Result<Entry, RepoError>>,
 ) {
     for item in items {
@@ -187,15 +197,26 @@ fn produce(
         }
         let (btx, brx) = unbounded();
         let ids: Vec<_> = item.chunks.iter().map(|c| c.id).collect();
+        let lost = ids.iter().filter(|id| !index.contains(id)).count();
         let content = Content {
             blobs: Some(brx),
             current: Vec::new(),
             pos: 0,
             remaining: item.stored_len(),
             path: crate::item::display_path(&item.path),
+            damaged: (lost > 0).then(|| {
+                format!(
+                    "damaged: {lost} of its {} content blobs are missing from the repository (`check` names them, `check --repair` marks such files; a new backup of the file heals the archive)",
+                    ids.len()
+                )
+            }),
         };
+        let damaged = content.damaged.is_some();
         if tx.send(Ok(Entry { item, content })).is_err() {
             return;
+        }
+        if damaged {
+            continue;
         }
         for id in ids {
             // Blocks while MAX_IN_FLIGHT blobs wait for the consumer; a consumer that dropped
