@@ -1,5 +1,6 @@
 //! `--prune`: after a successful backup, the same retention decisions as `proxborg prune`,
-//! applied to that archive's series alone.
+//! applied to that archive's series alone. Protected archives are kept (`retention`); a
+//! protected archive rolled back by the storage (`trust`) stops the prune with an error.
 
 use super::{BackupError, Event, PruneOptions, Sink};
 use crate::repo::{Manifest, Repository};
@@ -19,7 +20,11 @@ pub(super) fn after_backup(
         });
         return Ok(());
     }
-    let (archives, _) = repo.archives()?;
+    let list = repo.list_archives()?;
+    if let Some(msg) = list.rolled_back.values().next() {
+        return Err(crate::repo::RepoError::Changed(format!("{msg}; not pruning")).into());
+    }
+    let archives = &list.archives;
     let series = series_key(&stored.name, &stored.metadata);
     let members: Vec<_> = archives
         .iter()
@@ -35,10 +40,12 @@ pub(super) fn after_backup(
         jiff::Timestamp::now(),
         &jiff::tz::TimeZone::system(),
     )?;
-    for ((id, m), d) in members.iter().zip(decisions) {
+    for (entry, d) in members.iter().zip(decisions) {
         if !d.keep {
-            repo.delete_archive(id)?;
-            sink.event(Event::Pruned { archive: &m.name });
+            repo.delete_archive(entry, &list)?;
+            sink.event(Event::Pruned {
+                archive: &entry.1.name,
+            });
         }
     }
     Ok(())
