@@ -34,8 +34,11 @@ pub struct FlagArgs {
     json: bool,
 }
 
+/// What a command does to the manifest.
+type Change = Box<dyn FnOnce(&mut Manifest)>;
+
 pub fn run(global: &Global, command: Command) -> Result<Outcome> {
-    let (archive, json, change): (String, bool, Box<dyn FnOnce(&mut Manifest)>) = match command {
+    let (archive, json, change): (String, bool, Change) = match command {
         Command::Note(a) => {
             let text = if a.text == "-" {
                 std::io::read_to_string(std::io::stdin()).context("reading the notes from stdin")?
