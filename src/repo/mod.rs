@@ -9,6 +9,10 @@
 //!   index names (garbage for compaction) or indexed packs no archive references (reused by
 //!   the next backup through dedup), never a reference to something missing.
 //! - Every object write is temp + fsync + rename + fsync(dir) (`backend::local`).
+//! - The one change to an existing archive, its notes or protection (`update_archive`), writes
+//!   a new archive file (revision + 1) and only then deletes the old one: a crash leaves both,
+//!   and readers take the newer (`archive::resolve`). Deleting an archive deletes its
+//!   superseded files first, then its current one, so an older revision never reappears.
 
 pub mod archive;
 pub mod backend;

@@ -279,14 +279,15 @@ impl TrustStore {
         let path = self.protected_path(id);
         let before: BTreeMap<String, SeenProtected> = read_json(&path)?.unwrap_or_default();
         let mut known = before.clone();
-        // The newest revision of each remembered backup found now, and whether it is protected.
+        // Per name, the archive found now: the remembered backup (same start) if present.
         let mut found: BTreeMap<&str, (u64, bool, &str)> = BTreeMap::new();
         for (_, m) in archives {
+            let remembered = known.get(&m.name).is_some_and(|k| k.start == m.start);
             let slot =
                 found
                     .entry(m.name.as_str())
                     .or_insert((m.revision, m.protected, m.start.as_str()));
-            if known.get(&m.name).is_some_and(|k| k.start == m.start) && m.revision > slot.0 {
+            if remembered {
                 *slot = (m.revision, m.protected, m.start.as_str());
             }
         }
@@ -395,6 +396,7 @@ mod tests {
     use super::*;
     use crate::repo::compression::Compression;
     use crate::repo::key::Keys;
+    use crate::repo::{Manifest, ObjectId};
 
     fn config(encryption: EncryptionMode, id: u8) -> RepoConfig {
         RepoConfig {
@@ -412,6 +414,60 @@ mod tests {
 
     fn keyed(master: u8) -> Crypto {
         Crypto::encrypted(Keys::derive(&[master; 32]))
+    }
+
+    fn archive(name: &str, revision: u64, protected: bool) -> (ObjectId, Manifest) {
+        let m = Manifest {
+            name: name.into(),
+            start: "2026-01-01T00:00:00Z".into(),
+            end: "2026-01-01T00:00:01Z".into(),
+            hostname: String::new(),
+            tool_version: String::new(),
+            metadata: Default::default(),
+            item_stream: Vec::new(),
+            stats: Default::default(),
+            notes: String::new(),
+            protected,
+            revision,
+        };
+        (crate::repo::ChunkId([revision as u8; 32]), m)
+    }
+
+    #[test]
+    fn protection_rolled_back_is_reported_and_a_real_unprotect_is_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TrustStore::new(dir.path());
+        let id = RepoId::from_bytes(&[5; 16]);
+        let seen = |list: &[(ObjectId, Manifest)], complete| {
+            store.reconcile_protection(&id, list, complete).unwrap()
+        };
+        // Never seen protected: nothing to report, nothing remembered.
+        assert!(seen(&[archive("a", 0, false)], true).is_empty());
+        assert!(!store.protected_path(&id).exists());
+        // Protected at revision 1 (a partial list, as after `archive protect`).
+        assert!(seen(&[archive("a", 1, true)], false).is_empty());
+        // Revision 0 back in its place: rolled back, and still remembered.
+        let r = seen(&[archive("a", 0, false), archive("b", 0, false)], true);
+        assert!(r["a"].contains("rollback"), "{r:?}");
+        assert_eq!(r.len(), 1);
+        assert!(seen(&[archive("a", 0, false)], true).contains_key("a"));
+        // A partial list without it forgets nothing.
+        assert!(seen(&[], false).is_empty());
+        assert!(seen(&[archive("a", 0, false)], true).contains_key("a"));
+        // Unprotected at a newer revision (by a key holder): forgotten, so an older file
+        // after that is no longer a rollback of protection.
+        assert!(seen(&[archive("a", 2, false)], true).is_empty());
+        assert!(seen(&[archive("a", 0, false)], true).is_empty());
+        // Protected again, then gone from the repository: forgotten.
+        assert!(seen(&[archive("a", 3, true)], true).is_empty());
+        assert!(seen(&[], true).is_empty());
+        assert!(seen(&[archive("a", 0, false)], true).is_empty());
+        // Another backup under the same name is not the remembered one.
+        assert!(seen(&[archive("c", 4, true)], true).is_empty());
+        let mut other = archive("c", 0, false);
+        other.1.start = "2027-01-01T00:00:00Z".into();
+        assert!(seen(&[archive("c", 4, true), other.clone()], true).is_empty());
+        assert!(seen(&[other, archive("c", 1, false)], true).contains_key("c"));
     }
 
     fn first_use(store: &TrustStore, c: &RepoConfig, crypto: &Crypto, loc: &str) {
