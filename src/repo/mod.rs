@@ -458,7 +458,7 @@ impl Repository {
         };
         if matching.next().is_some() {
             return Err(RepoError::Invalid(format!(
-                "several archives are named {name:?}; delete or rename all but one first"
+                "several archives are named {name:?} (two backups made at once?); delete all but one first"
             )));
         }
         let mut new = old.clone();
