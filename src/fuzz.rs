@@ -429,6 +429,9 @@ mod seeds {
                 items: 3,
                 ..Default::default()
             },
+            notes: "before the upgrade".into(),
+            protected: true,
+            revision: 2,
         };
         add("manifest", "ct", serde_json::to_vec(&m).unwrap_or_default());
 

@@ -8,6 +8,10 @@
 //!   rule has kept N; a period whose first archive was kept by an earlier rule still counts as
 //!   seen. If fewer than N were kept, the oldest archive is kept too (`[oldest]`).
 //!
+//! Protected archives (`archive protect`) are kept with the rule `protected` and take no part
+//! in the rules: they neither fill a `--keep-last` slot nor mark a day as seen, so the rules
+//! keep as many unprotected archives as they would without them (as PBS does).
+//!
 //! Series (`series_key`): each guest's archives (kind + vmid), each dataset's, each plain
 //! source's, are pruned separately, so `--keep-daily 7` means seven days of *each*.
 
@@ -187,7 +191,18 @@ pub fn decide_archives(
     tz: &TimeZone,
 ) -> Result<Vec<Decision>, UnreadableTime> {
     let mut series: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut out: Vec<Option<Decision>> = archives.iter().map(|_| None).collect();
     for (i, (_, m)) in archives.iter().enumerate() {
+        if m.protected {
+            out[i] = Some(Decision {
+                name: m.name.clone(),
+                series: series_key(&m.name, &m.metadata),
+                start: m.start.clone(),
+                keep: true,
+                rule: Some("protected".into()),
+            });
+            continue;
+        }
         let key = if one_series {
             String::new()
         } else {
@@ -195,7 +210,6 @@ pub fn decide_archives(
         };
         series.entry(key).or_default().push(i);
     }
-    let mut out: Vec<Option<Decision>> = archives.iter().map(|_| None).collect();
     for (key, members) in series {
         let times = members
             .iter()
@@ -489,6 +503,55 @@ mod tests {
         assert_eq!(
             parse_within("3H").unwrap(),
             jiff::SignedDuration::from_hours(3)
+        );
+    }
+
+    #[test]
+    fn protected_archives_are_kept_and_do_not_count() {
+        let entry = |name: &str, start: &str, protected: bool| {
+            (
+                crate::repo::ChunkId([0; 32]),
+                crate::repo::Manifest {
+                    name: name.into(),
+                    start: start.into(),
+                    end: start.into(),
+                    hostname: String::new(),
+                    tool_version: String::new(),
+                    metadata: BTreeMap::new(),
+                    item_stream: Vec::new(),
+                    stats: Default::default(),
+                    notes: String::new(),
+                    protected,
+                    revision: 1,
+                },
+            )
+        };
+        let all = [
+            entry("etc-1", "2026-01-01T00:00:00Z", true),
+            entry("etc-2", "2026-01-02T00:00:00Z", false),
+            entry("etc-3", "2026-01-03T00:00:00Z", true),
+            entry("etc-4", "2026-01-04T00:00:00Z", false),
+        ];
+        let refs: Vec<_> = all.iter().collect();
+        let r = Rules {
+            last: Some(1),
+            ..Default::default()
+        };
+        let d =
+            decide_archives(&refs, &r, false, ts("2026-02-01T00:00:00Z"), &TimeZone::UTC).unwrap();
+        let got: Vec<_> = d
+            .iter()
+            .map(|d| format!("{} {:?}", d.name, d.rule))
+            .collect();
+        // The newest protected archive does not take the one keep-last slot.
+        assert_eq!(
+            got,
+            [
+                "etc-1 Some(\"protected\")",
+                "etc-2 None",
+                "etc-3 Some(\"protected\")",
+                "etc-4 Some(\"last #1\")"
+            ]
         );
     }
 

@@ -419,3 +419,27 @@ fn an_append_only_repository_is_not_repaired_but_a_dry_run_reports() {
         stdout(&out)
     );
 }
+
+/// A rewritten archive is a later revision of the same backup: its notes and protection
+/// carry over, so repair never opens a protected archive to prune.
+#[test]
+fn a_repaired_archive_keeps_its_notes_and_protection() {
+    let (s, _src) = repository();
+    s.ok(&["archive", "note", "a1", "before the upgrade"]);
+    s.ok(&["archive", "protect", "a1"]);
+    flip_middle(&data_pack(&s));
+    let out = s.run(&["check", "--repair"]);
+    assert_eq!(code(&out), 1, "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("archive \"a1\": rewritten"),
+        "{}",
+        stdout(&out)
+    );
+    let info: serde_json::Value =
+        serde_json::from_str(&stdout(&s.ok(&["info", "a1", "--json"]))).unwrap();
+    assert_eq!(info["protected"], true, "{info}");
+    assert_eq!(info["notes"], "before the upgrade", "{info}");
+    let out = s.run(&["delete", "a1"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    s.ok(&["check"]);
+}

@@ -1,5 +1,6 @@
 //! `--prune`: after a successful backup, the same retention decisions as `proxborg prune`,
-//! applied to that archive's series alone.
+//! applied to that archive's series alone. Protected archives are kept (`retention`); a
+//! protected archive rolled back by the storage (`trust`) stops the prune with an error.
 
 use super::{BackupError, Event, PruneOptions, Sink};
 use crate::repo::{Manifest, Repository};
@@ -19,7 +20,11 @@ pub(super) fn after_backup(
         });
         return Ok(());
     }
-    let (archives, _) = repo.archives()?;
+    let list = repo.list_archives()?;
+    if let Some(msg) = list.rolled_back.values().next() {
+        return Err(crate::repo::RepoError::Changed(format!("{msg}; not pruning")).into());
+    }
+    let archives = &list.archives;
     let series = series_key(&stored.name, &stored.metadata);
     let members: Vec<_> = archives
         .iter()
@@ -35,11 +40,72 @@ pub(super) fn after_backup(
         jiff::Timestamp::now(),
         &jiff::tz::TimeZone::system(),
     )?;
-    for ((id, m), d) in members.iter().zip(decisions) {
+    for (entry, d) in members.iter().zip(decisions) {
         if !d.keep {
-            repo.delete_archive(id)?;
-            sink.event(Event::Pruned { archive: &m.name });
+            repo.delete_archive(entry, &list)?;
+            sink.event(Event::Pruned {
+                archive: &entry.1.name,
+            });
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::test_support::unencrypted;
+    use crate::retention::Rules;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Pruned(Mutex<Vec<String>>);
+
+    impl Sink for Pruned {
+        fn event(&self, event: Event<'_>) {
+            if let Event::Pruned { archive } = event {
+                self.0.lock().unwrap().push(archive.to_string());
+            }
+        }
+    }
+
+    fn manifest(name: &str, day: u32) -> Manifest {
+        let start = format!("2026-01-{day:02}T00:00:00Z");
+        Manifest {
+            name: name.into(),
+            start: start.clone(),
+            end: start,
+            hostname: String::new(),
+            tool_version: String::new(),
+            metadata: [("series".to_string(), serde_json::json!("lxc-100"))].into(),
+            item_stream: Vec::new(),
+            stats: Default::default(),
+            notes: String::new(),
+            protected: false,
+            revision: 0,
+        }
+    }
+
+    #[test]
+    fn prune_after_a_backup_keeps_protected_archives_out_of_the_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = unencrypted(dir.path());
+        for (name, day) in [("ct-1", 1), ("ct-2", 2), ("ct-3", 3)] {
+            repo.write_archive(&manifest(name, day)).unwrap();
+        }
+        repo.update_archive("ct-1", |m| m.protected = true).unwrap();
+        let options = PruneOptions {
+            rules: Rules {
+                last: Some(1),
+                ..Default::default()
+            },
+            on_warnings: false,
+        };
+        let sink = Pruned::default();
+        after_backup(&repo, &manifest("ct-3", 3), 0, &options, &sink).unwrap();
+        assert_eq!(*sink.0.lock().unwrap(), ["ct-2"]);
+        let left: Vec<_> = repo.archives().unwrap().0;
+        let left: Vec<_> = left.iter().map(|(_, m)| m.name.as_str()).collect();
+        assert_eq!(left, ["ct-1", "ct-3"]);
+    }
 }

@@ -61,11 +61,13 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
             println!("{p}");
         }
         eprintln!(
-            "{} index files, {} packs ({} unreferenced), {} archives, {} items checked{}",
+            "{} index files, {} packs ({} unreferenced), {} archive files ({} protected archives, {} superseded files), {} items checked{}",
             report.index_files,
             report.packs,
             report.unreferenced_packs,
             report.archives,
+            report.protected_archives,
+            report.superseded_archive_files,
             report.items,
             if opts.verify_data {
                 format!(

@@ -1,4 +1,5 @@
 //! `proxborg delete ARCHIVE...`: removes archive files only; `compact` frees their space.
+//! A protected archive among them is refused before anything is deleted.
 
 use super::{access, Global, Outcome};
 use anyhow::{bail, Result};
@@ -12,18 +13,28 @@ pub struct Args {
 
 pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     let (repo, _lock, _) = access::open_locked(global, "delete")?;
-    let (archives, _) = repo.archives()?;
-    // Resolve every name before deleting anything, so a typo deletes nothing.
-    let mut ids = Vec::new();
+    let list = repo.list_archives()?;
+    // Resolve every name before deleting anything, so a typo or a protected archive deletes
+    // nothing.
+    let mut chosen = Vec::new();
     for name in &args.archives {
-        match archives.iter().find(|(_, m)| &m.name == name) {
-            Some((id, _)) => ids.push((name, *id)),
+        if let Some(msg) = list.rolled_back.get(name) {
+            bail!("{msg}; nothing deleted");
+        }
+        match list.archives.iter().find(|(_, m)| &m.name == name) {
+            Some((_, m)) if m.protected => bail!(
+                "archive {name:?} is protected; nothing deleted (proxborg archive unprotect {name:?} first)"
+            ),
+            Some(entry) => chosen.push(entry),
             None => bail!("archive {name:?} not found; nothing deleted"),
         }
     }
-    for (name, id) in ids {
-        repo.delete_archive(&id)?;
-        eprintln!("Deleted archive {name}");
+    if repo.config().append_only {
+        bail!(crate::repo::RepoError::AppendOnly("delete"));
+    }
+    for entry in chosen {
+        repo.delete_archive(entry, &list)?;
+        eprintln!("Deleted archive {}", entry.1.name);
     }
     Ok(Outcome::Success)
 }

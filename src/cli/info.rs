@@ -20,9 +20,13 @@ pub struct Args {
 
 pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     let (repo, warnings) = access::open(global)?;
-    let (archives, damaged) = repo.archives()?;
+    let list = repo.list_archives()?;
+    let (archives, damaged) = (list.archives, list.damaged);
     for d in &damaged {
         super::warn(format!("skipping damaged archive file: {d}"));
+    }
+    for msg in list.rolled_back.values() {
+        super::warn(msg);
     }
     let value = match &args.archive {
         None => repo_info(&repo, &archives),
@@ -33,11 +37,13 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     } else {
         print_human(&value, "");
     }
-    Ok(if warnings + damaged.len() as u64 > 0 {
-        Outcome::Warnings
-    } else {
-        Outcome::Success
-    })
+    Ok(
+        if warnings + (damaged.len() + list.rolled_back.len()) as u64 > 0 {
+            Outcome::Warnings
+        } else {
+            Outcome::Success
+        },
+    )
 }
 
 fn repo_info(repo: &Repository, archives: &[(ChunkId, Manifest)]) -> serde_json::Value {
@@ -96,6 +102,8 @@ fn archive_info(
         "hostname": manifest.hostname,
         "tool_version": manifest.tool_version,
         "metadata": manifest.metadata,
+        "protected": manifest.protected,
+        "notes": manifest.notes,
         "items": manifest.stats.items,
         "files": manifest.stats.files,
         "chunks": manifest.stats.chunks,
@@ -143,7 +151,11 @@ fn print_human(v: &serde_json::Value, indent: &str) {
                     );
                 }
             }
-            serde_json::Value::String(s) => println!("{indent}{label:<24} {s}"),
+            // Multi-line strings (notes) continue under the value column.
+            serde_json::Value::String(s) => println!(
+                "{indent}{label:<24} {}",
+                s.replace('\n', &format!("\n{indent}{:<24} ", ""))
+            ),
             other => println!("{indent}{label:<24} {other}"),
         }
     }

@@ -42,24 +42,28 @@ fn list(global: &Global, args: Args) -> Result<Outcome> {
     let (repo, mut warnings) = access::open(global)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let Some(name) = &args.archive else {
-        let (archives, damaged) = repo.archives()?;
-        for d in &damaged {
+        let list = repo.list_archives()?;
+        let (archives, damaged) = (&list.archives, &list.damaged);
+        for d in damaged {
             super::warn(format!("skipping damaged archive file: {d}"));
         }
-        warnings += damaged.len() as u64;
+        for msg in list.rolled_back.values() {
+            super::warn(msg);
+        }
+        warnings += (damaged.len() + list.rolled_back.len()) as u64;
         if args.json {
             let list: Vec<_> = archives
                 .iter()
                 .map(|(id, m)| {
                     serde_json::json!({ "name": m.name, "id": id.to_hex(), "start": m.start,
                         "end": m.end, "hostname": m.hostname, "metadata": m.metadata,
-                        "stats": m.stats })
+                        "stats": m.stats, "notes": m.notes, "protected": m.protected })
                 })
                 .collect();
             writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
         } else {
-            for (_, m) in &archives {
-                writeln!(out, "{:<48} {}", m.name, local_time_of(&m.start))?;
+            for (_, m) in archives {
+                writeln!(out, "{}", archive_line(m))?;
             }
         }
         out.flush()?;
@@ -98,6 +102,22 @@ fn outcome(warnings: u64) -> Outcome {
     } else {
         Outcome::Success
     }
+}
+
+/// `NAME  TIME  [protected]  first line of the notes`: the name stays the first column.
+fn archive_line(m: &crate::repo::Manifest) -> String {
+    let mut line = format!("{:<48} {}", m.name, local_time_of(&m.start));
+    if m.protected {
+        line.push_str("  [protected]");
+    }
+    if let Some(first) = m.notes.lines().find(|l| !l.trim().is_empty()) {
+        line.push_str("  ");
+        line.push_str(first.trim());
+        if m.notes.trim().lines().nth(1).is_some() {
+            line.push_str(" ...");
+        }
+    }
+    line
 }
 
 fn local_time_of(rfc3339: &str) -> String {

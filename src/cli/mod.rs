@@ -4,6 +4,7 @@
 //! messages to stderr; progress bars appear only on a terminal.
 
 mod access;
+mod archive;
 mod backup;
 mod check;
 mod compact;
@@ -81,6 +82,9 @@ enum Command {
     Restore(restore::Args),
     /// Verify the repository's structure and, with --verify-data, its contents
     Check(check::Args),
+    /// An archive's notes and protection (protected archives are kept by prune, refused by delete)
+    #[command(subcommand)]
+    Archive(archive::Command),
     /// Delete archives (their space is freed by a later compact)
     Delete(delete::Args),
     /// Delete archives by retention rules, per series
@@ -131,6 +135,7 @@ fn dispatch(global: &Global, command: Command) -> anyhow::Result<Outcome> {
         Command::ExportVma(a) => export_vma::run(cli.global, a),
         Command::Diff(a) => diff::run(cli.global, a),
         Command::Check(a) => check::run(cli.global, a),
+        Command::Archive(c) => archive::run(cli.global, c),
         Command::Delete(a) => delete::run(cli.global, a),
         Command::Prune(a) => prune::run(cli.global, a),
         Command::Compact(a) => compact::run(cli.global, a),

@@ -1,5 +1,6 @@
 //! `proxborg prune`: apply retention rules (see `retention`) to each series of archives and
-//! delete the archive files of those no rule keeps. Blobs are freed by `compact`.
+//! delete the archive files of those no rule keeps. Blobs are freed by `compact`. Protected
+//! archives are always kept and do not count against the rules (`retention`).
 
 use super::{access, Global, Outcome};
 use crate::repo::ArchiveEntry;
@@ -76,13 +77,17 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     if repo.config().append_only && !args.dry_run {
         bail!(crate::repo::RepoError::AppendOnly("prune"));
     }
-    let (archives, damaged) = repo.archives()?;
-    if !damaged.is_empty() {
+    let list = repo.list_archives()?;
+    if !list.damaged.is_empty() {
         bail!(
             "{} damaged archive files: run check before pruning",
-            damaged.len()
+            list.damaged.len()
         );
     }
+    if let Some(msg) = list.rolled_back.values().next() {
+        bail!("{msg}; nothing pruned");
+    }
+    let archives = &list.archives;
     let selected: Vec<&ArchiveEntry> = archives
         .iter()
         .filter(|(_, m)| match (&args.prefix, &args.glob) {
@@ -102,7 +107,7 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
         println!("{}", serde_json::to_string_pretty(&decisions)?);
     }
     let mut deleted = 0;
-    for (d, (id, _)) in decisions.iter().zip(&selected) {
+    for (d, entry) in decisions.iter().zip(&selected) {
         if args.list && !args.json {
             match &d.rule {
                 Some(r) => println!("Keeping archive (rule: {r}): {:<40} {}", d.name, d.start),
@@ -119,16 +124,25 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
                 ),
             }
         }
+        if entry.1.protected && !args.list && !args.json {
+            eprintln!("Keeping protected archive {}", d.name);
+        }
         if !d.keep && !args.dry_run {
-            repo.delete_archive(id)?;
+            repo.delete_archive(entry, &list)?;
             deleted += 1;
         }
     }
     if !args.json {
+        let protected = selected.iter().filter(|(_, m)| m.protected).count();
         eprintln!(
-            "{} archives considered, {} kept, {} {}",
+            "{} archives considered, {} kept{}, {} {}",
             decisions.len(),
             decisions.iter().filter(|d| d.keep).count(),
+            if protected > 0 {
+                format!(" ({protected} protected)")
+            } else {
+                String::new()
+            },
             if args.dry_run {
                 decisions.iter().filter(|d| !d.keep).count()
             } else {

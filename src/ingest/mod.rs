@@ -310,6 +310,9 @@ impl<'r> ArchiveBuilder<'r> {
             metadata,
             item_stream,
             stats: self.stats,
+            notes: String::new(),
+            protected: false,
+            revision: 0,
         };
         let id = self.repo.write_archive(&manifest)?;
         Ok((id, manifest))

@@ -7,6 +7,12 @@
 //! as backy's scrub does): each chosen pack is read whole, its id re-hashed, and every blob
 //! decrypted, decompressed and re-hashed against its id.
 //!
+//! Notes and protection are part of the sealed manifest, so decoding it authenticates them;
+//! notes must also be valid (`archive::validate_notes`). Files superseded by a newer revision
+//! of the same archive (a crash while rewriting notes or protection) are counted, not problems:
+//! readers ignore them and `compact` deletes them. A protected archive that the client's
+//! security record saw at a higher revision (an older file put back) is a problem.
+//!
 //! Check never repairs; it reports. A problem is one line naming the object at fault.
 //! `repair` fixes what can be fixed; what it moved aside (`*.bad`) is counted, not a problem.
 
@@ -36,6 +42,8 @@ pub struct CheckReport {
     pub packs: u64,
     pub unreferenced_packs: u64,
     pub archives: u64,
+    pub superseded_archive_files: u64,
+    pub protected_archives: u64,
     pub items: u64,
     pub packs_verified: u64,
     pub blobs_verified: u64,
@@ -70,6 +78,10 @@ pub fn check(
 
     progress("archives");
     check_archives(repo, &index, &mut report)?;
+    let list = repo.list_archives()?;
+    report.superseded_archive_files = list.superseded.len() as u64;
+    report.protected_archives = list.archives.iter().filter(|(_, m)| m.protected).count() as u64;
+    report.problems.extend(list.rolled_back.into_values());
 
     if opts.verify_data {
         let mut chosen: Vec<&ChunkId> = packs_named.keys().collect();
@@ -217,6 +229,11 @@ fn check_archives(repo: &Repository, index: &Arc<Index>, report: &mut CheckRepor
                 continue;
             }
         };
+        if let Err(e) = super::archive::validate_notes(&manifest.notes) {
+            report
+                .problems
+                .push(format!("archive {:?} ({key}): {e}", manifest.name));
+        }
         let mut missing: HashMap<ChunkId, String> = HashMap::new();
         let items = ItemStreamReader::new(manifest.item_stream.clone(), |id| source.read_blob(id))
             .expect_items(manifest.stats.items);

@@ -15,6 +15,10 @@
 //!    index files are deleted; and only then the candidate packs and packs no index names
 //!    (left by killed backups).
 //!
+//! 3. Also under the exclusive lock: archive files superseded by a newer revision of the same
+//!    archive (a crash while `archive note`/`protect` rewrote it) are deleted. The current file
+//!    of every archive, with its notes and protection, is left exactly as it is.
+//!
 //! A backup that starts after the sweep loads the merged index, so it never sees a deleted
 //! pack. A crash at any point leaves either the old index files (everything still there) or
 //! the merged one (naming only packs that exist): `check` passes either way.
@@ -52,6 +56,7 @@ pub struct CompactReport {
     pub bytes_deleted: u64,
     pub bytes_written: u64,
     pub index_files_merged: u64,
+    pub superseded_archive_files_deleted: u64,
 }
 
 impl CompactReport {
@@ -198,6 +203,10 @@ pub fn compact(
                 Err(e) => return Err(e),
             }
         }
+    }
+    for stale in repo.list_archives()?.superseded {
+        repo.delete_archive_file(&stale.id)?;
+        report.superseded_archive_files_deleted += 1;
     }
     Ok(report)
 }

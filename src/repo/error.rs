@@ -32,6 +32,9 @@ pub enum RepoError {
     Locked(String),
     #[error("{0}")]
     Invalid(String),
+    /// An archive protected by `archive protect`: prune and delete leave it alone.
+    #[error("archive {0:?} is protected (proxborg archive unprotect {0:?} first)")]
+    Protected(String),
     /// The repository differs from what the client's security record remembers (`trust`).
     #[error("{0}")]
     Changed(String),

@@ -9,6 +9,10 @@
 //!   index names (garbage for compaction) or indexed packs no archive references (reused by
 //!   the next backup through dedup), never a reference to something missing.
 //! - Every object write is temp + fsync + rename + fsync(dir) (`backend::local`).
+//! - The one change to an existing archive, its notes or protection (`update_archive`), writes
+//!   a new archive file (revision + 1) and only then deletes the old one: a crash leaves both,
+//!   and readers take the newer (`archive::resolve`). Deleting an archive deletes its
+//!   superseded files first, then its current one, so an older revision never reappears.
 
 pub mod archive;
 pub mod backend;
@@ -33,7 +37,7 @@ pub mod test_support;
 pub mod trust;
 pub mod writer;
 
-pub use archive::{ArchiveStats, Manifest};
+pub use archive::{ArchiveStats, Manifest, Superseded};
 pub use compression::Compression;
 pub use config::{ChunkerParams, EncryptionMode, RepoConfig};
 pub use error::{RepoError, Result};
@@ -52,6 +56,22 @@ use zeroize::Zeroizing;
 
 /// An archive file's id and its decoded manifest.
 pub type ArchiveEntry = (ObjectId, Manifest);
+
+/// Everything in `archives/`, read and resolved (see `archive::resolve`).
+#[derive(Debug, Default)]
+pub struct ArchiveList {
+    /// The current file of each archive, oldest first.
+    pub archives: Vec<ArchiveEntry>,
+    /// One message per archive file that cannot be read or decoded.
+    pub damaged: Vec<String>,
+    /// Files a newer revision of the same archive replaces (a crash while rewriting notes or
+    /// protection, or an old file put back).
+    pub superseded: Vec<Superseded>,
+    /// Archives this client remembers as protected at a higher revision than the repository
+    /// now holds (an older file put back in place of the newer one): one message each.
+    /// Keyed by archive name. Prune and delete refuse to run while there are any.
+    pub rolled_back: std::collections::BTreeMap<String, String>,
+}
 
 /// Supplies secrets when (and only when) a repository needs them.
 pub trait Credentials {
@@ -333,7 +353,15 @@ impl Repository {
     /// Every readable archive, oldest first, and one message per archive file that cannot be
     /// read or decoded (`check` reports those too).
     pub fn archives(&self) -> Result<(Vec<ArchiveEntry>, Vec<String>)> {
-        let mut out = Vec::new();
+        let list = self.list_archives()?;
+        Ok((list.archives, list.damaged))
+    }
+
+    /// Reads every archive file, keeps the newest revision of each archive, and (with a
+    /// security record) compares protection with what this client remembers, recording the
+    /// protected archives it sees.
+    pub fn list_archives(&self) -> Result<ArchiveList> {
+        let mut files = Vec::new();
         let mut damaged = Vec::new();
         for key in self.backend.list("archives")? {
             let Some(id) = key.rsplit('/').next().and_then(ChunkId::from_hex) else {
@@ -344,17 +372,27 @@ impl Repository {
                 .get(&key)
                 .and_then(|bytes| Manifest::decode(&self.crypto, &bytes, &key))
             {
-                Ok(m) => out.push((id, m)),
+                Ok(m) => files.push((id, m)),
                 Err(e) if e.is_corruption() => damaged.push(e.to_string()),
                 Err(e) => return Err(e),
             }
         }
+        let (mut out, superseded) = archive::resolve(files);
         out.sort_by(|a, b| {
             a.1.start
                 .cmp(&b.1.start)
                 .then_with(|| a.1.name.cmp(&b.1.name))
         });
-        Ok((out, damaged))
+        let rolled_back = match &self.trust {
+            Some(t) => t.reconcile_protection(&self.config.id, &out, true)?,
+            None => Default::default(),
+        };
+        Ok(ArchiveList {
+            archives: out,
+            damaged,
+            superseded,
+            rolled_back,
+        })
     }
 
     pub fn find_archive(&self, name: &str) -> Result<(ObjectId, Manifest)> {
@@ -374,10 +412,83 @@ impl Repository {
         Ok(id)
     }
 
-    pub fn delete_archive(&self, id: &ObjectId) -> Result<()> {
+    /// Deletes an archive: first the superseded files of it in `list` (or an older revision
+    /// would reappear), then its current file. Refuses a protected archive.
+    pub fn delete_archive(&self, entry: &ArchiveEntry, list: &ArchiveList) -> Result<()> {
         if self.config.append_only {
             return Err(RepoError::AppendOnly("delete"));
         }
-        self.backend.delete(&archive::archive_key(id))
+        let (id, manifest) = entry;
+        if manifest.protected {
+            return Err(RepoError::Protected(manifest.name.clone()));
+        }
+        for s in list.superseded.iter().filter(|s| s.by == *id) {
+            self.delete_archive_file(&s.id)?;
+        }
+        self.delete_archive_file(id)
+    }
+
+    /// Deletes one archive file, which may already be gone.
+    pub(crate) fn delete_archive_file(&self, id: &ObjectId) -> Result<()> {
+        match self.backend.delete(&archive::archive_key(id)) {
+            Err(RepoError::NotFound(_)) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Changes an archive's notes or protection: writes its manifest again with `change`
+    /// applied and the revision one higher, then deletes the file it replaces and any older
+    /// ones left by a crash. A crash in between leaves two files; readers take the newer
+    /// (`archive::resolve`). In an append-only repository the old files stay (nothing is
+    /// deleted there), superseded all the same. Returns the archive as it now is.
+    ///
+    /// The caller holds the repository lock. Two clients changing the same archive at once
+    /// both write revision n+1; the tie resolves to one of them (the protected one first).
+    pub fn update_archive(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut Manifest),
+    ) -> Result<ArchiveEntry> {
+        let list = self.list_archives()?;
+        if let Some(msg) = list.rolled_back.get(name) {
+            return Err(RepoError::Changed(msg.clone()));
+        }
+        let mut matching = list.archives.iter().filter(|(_, m)| m.name == name);
+        let Some((old_id, old)) = matching.next() else {
+            return Err(RepoError::NotFound(format!("archive {name:?}")));
+        };
+        if matching.next().is_some() {
+            return Err(RepoError::Invalid(format!(
+                "several archives are named {name:?} (two backups made at once?); delete all but one first"
+            )));
+        }
+        let mut new = old.clone();
+        change(&mut new);
+        archive::validate_notes(&new.notes)?;
+        let stale: Vec<ObjectId> = list
+            .superseded
+            .iter()
+            .filter(|s| s.by == *old_id)
+            .map(|s| s.id)
+            .collect();
+        let id = if new == *old {
+            *old_id
+        } else {
+            new.revision = old.revision.saturating_add(1);
+            let id = self.write_archive(&new)?;
+            if let Some(t) = &self.trust {
+                t.reconcile_protection(&self.config.id, &[(id, new.clone())], false)?;
+            }
+            if !self.config.append_only {
+                self.delete_archive_file(old_id)?;
+            }
+            id
+        };
+        if !self.config.append_only {
+            for s in stale {
+                self.delete_archive_file(&s)?;
+            }
+        }
+        Ok((id, new))
     }
 }

@@ -19,8 +19,16 @@
 //! A repository seen at a new location with the same id, mode and key is the same repository
 //! moved: the new location is added, nothing is refused.
 //!
+//! - `<repo id>/protected`: JSON `{archive name: {start, revision}}`: the archives this client
+//!   has seen protected (`archive protect`), at the highest revision seen. An archive found
+//!   later at a lower revision had an older manifest put back in place of the newer one (a
+//!   hostile storage undoing `protect` so that prune deletes it): it is reported as rolled
+//!   back, and prune and delete refuse to run. An archive seen unprotected at the remembered
+//!   revision or later was unprotected by a key holder and is forgotten, as is one that is gone.
+//!
 //! Not covered (docs/SECURITY.md): a client with no record trusts what it finds first, and the
-//! record says nothing about which archives or index files should exist (rollback).
+//! record says nothing about which archives or index files should exist (rollback), apart from
+//! the protected archives above.
 
 use super::config::{ChunkerParams, EncryptionMode, RepoConfig};
 use super::crypto::Crypto;
@@ -28,13 +36,15 @@ use super::error::{RepoError, Result};
 use super::id::RepoId;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 const RECORD_VERSION: u32 = 1;
 /// Records are a few hundred bytes; anything much larger is not one.
-const MAX_RECORD: u64 = 64 << 10;
+/// (The protected-archives record holds a few hundred bytes per protected archive.)
+const MAX_RECORD: u64 = 4 << 20;
 
 /// What the client remembers about one repository.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -244,6 +254,82 @@ impl TrustStore {
     }
 }
 
+/// One protected archive as remembered: which backup (its start) and the revision seen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct SeenProtected {
+    start: String,
+    revision: u64,
+}
+
+impl TrustStore {
+    fn protected_path(&self, id: &RepoId) -> PathBuf {
+        self.record_dir(id).join("protected")
+    }
+
+    /// Compares the archives found with the protected archives remembered (see the module
+    /// text) and records the protected ones. `complete`: `archives` is every archive of the
+    /// repository, so a remembered one that is missing is forgotten. Returns, per archive name
+    /// that was rolled back, one message.
+    pub(crate) fn reconcile_protection(
+        &self,
+        id: &RepoId,
+        archives: &[(super::ObjectId, super::Manifest)],
+        complete: bool,
+    ) -> Result<BTreeMap<String, String>> {
+        let path = self.protected_path(id);
+        let before: BTreeMap<String, SeenProtected> = read_json(&path)?.unwrap_or_default();
+        let mut known = before.clone();
+        // Per name, the archive found now: the remembered backup (same start) if present.
+        let mut found: BTreeMap<&str, (u64, bool, &str)> = BTreeMap::new();
+        for (_, m) in archives {
+            let remembered = known.get(&m.name).is_some_and(|k| k.start == m.start);
+            let slot =
+                found
+                    .entry(m.name.as_str())
+                    .or_insert((m.revision, m.protected, m.start.as_str()));
+            if remembered {
+                *slot = (m.revision, m.protected, m.start.as_str());
+            }
+        }
+        let mut rolled_back = BTreeMap::new();
+        known.retain(|name, seen| match found.get(name.as_str()) {
+            Some(&(revision, _, start)) if start == seen.start && revision < seen.revision => {
+                rolled_back.insert(
+                    name.clone(),
+                    format!(
+                        "archive {name:?} was protected at revision {} when this client last saw                          it, the repository now holds revision {revision}: an older archive                          file was put back (rollback); refused (if this is intended, remove {})",
+                        seen.revision,
+                        path.display()
+                    ),
+                );
+                true
+            }
+            Some(&(_, protected, start)) if start == seen.start => protected,
+            _ => !complete,
+        });
+        for (_, m) in archives {
+            if m.protected && !rolled_back.contains_key(&m.name) {
+                let seen = known.entry(m.name.clone()).or_insert(SeenProtected {
+                    start: m.start.clone(),
+                    revision: m.revision,
+                });
+                if seen.start == m.start {
+                    seen.revision = seen.revision.max(m.revision);
+                } else if complete {
+                    *seen = SeenProtected {
+                        start: m.start.clone(),
+                        revision: m.revision,
+                    };
+                }
+            }
+        }
+        if known != before {
+            write_json(&self.dir, &path, &known)?;
+        }
+        Ok(rolled_back)
+    }
+}
+
 fn changed(what: String, record: &Path) -> RepoError {
     RepoError::Changed(format!(
         "{what} since this client last used the repository; refused, nothing written \
@@ -310,6 +396,7 @@ mod tests {
     use super::*;
     use crate::repo::compression::Compression;
     use crate::repo::key::Keys;
+    use crate::repo::{Manifest, ObjectId};
 
     fn config(encryption: EncryptionMode, id: u8) -> RepoConfig {
         RepoConfig {
@@ -327,6 +414,60 @@ mod tests {
 
     fn keyed(master: u8) -> Crypto {
         Crypto::encrypted(Keys::derive(&[master; 32]))
+    }
+
+    fn archive(name: &str, revision: u64, protected: bool) -> (ObjectId, Manifest) {
+        let m = Manifest {
+            name: name.into(),
+            start: "2026-01-01T00:00:00Z".into(),
+            end: "2026-01-01T00:00:01Z".into(),
+            hostname: String::new(),
+            tool_version: String::new(),
+            metadata: Default::default(),
+            item_stream: Vec::new(),
+            stats: Default::default(),
+            notes: String::new(),
+            protected,
+            revision,
+        };
+        (crate::repo::ChunkId([revision as u8; 32]), m)
+    }
+
+    #[test]
+    fn protection_rolled_back_is_reported_and_a_real_unprotect_is_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TrustStore::new(dir.path());
+        let id = RepoId::from_bytes(&[5; 16]);
+        let seen = |list: &[(ObjectId, Manifest)], complete| {
+            store.reconcile_protection(&id, list, complete).unwrap()
+        };
+        // Never seen protected: nothing to report, nothing remembered.
+        assert!(seen(&[archive("a", 0, false)], true).is_empty());
+        assert!(!store.protected_path(&id).exists());
+        // Protected at revision 1 (a partial list, as after `archive protect`).
+        assert!(seen(&[archive("a", 1, true)], false).is_empty());
+        // Revision 0 back in its place: rolled back, and still remembered.
+        let r = seen(&[archive("a", 0, false), archive("b", 0, false)], true);
+        assert!(r["a"].contains("rollback"), "{r:?}");
+        assert_eq!(r.len(), 1);
+        assert!(seen(&[archive("a", 0, false)], true).contains_key("a"));
+        // A partial list without it forgets nothing.
+        assert!(seen(&[], false).is_empty());
+        assert!(seen(&[archive("a", 0, false)], true).contains_key("a"));
+        // Unprotected at a newer revision (by a key holder): forgotten, so an older file
+        // after that is no longer a rollback of protection.
+        assert!(seen(&[archive("a", 2, false)], true).is_empty());
+        assert!(seen(&[archive("a", 0, false)], true).is_empty());
+        // Protected again, then gone from the repository: forgotten.
+        assert!(seen(&[archive("a", 3, true)], true).is_empty());
+        assert!(seen(&[], true).is_empty());
+        assert!(seen(&[archive("a", 0, false)], true).is_empty());
+        // Another backup under the same name is not the remembered one.
+        assert!(seen(&[archive("c", 4, true)], true).is_empty());
+        let mut other = archive("c", 0, false);
+        other.1.start = "2027-01-01T00:00:00Z".into();
+        assert!(seen(&[archive("c", 4, true), other.clone()], true).is_empty());
+        assert!(seen(&[other, archive("c", 1, false)], true).contains_key("c"));
     }
 
     fn first_use(store: &TrustStore, c: &RepoConfig, crypto: &Crypto, loc: &str) {

@@ -609,6 +609,9 @@ fn rewrite_archive(
     rebuild_stream: bool,
 ) -> Result<ChunkId> {
     let mut new = m.clone();
+    // A later revision of the same backup: readers that meet both files (a repair stopped
+    // before its deletes) take this one; notes and protection carry over with the clone.
+    new.revision = m.revision.saturating_add(1);
     let mut lost_items = repaired_meta(m)
         .and_then(|r| r.get("lost_items")?.as_u64())
         .unwrap_or(0);
