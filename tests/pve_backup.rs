@@ -897,3 +897,54 @@ fn restore_brings_containers_and_vms_back_in_one_step() {
         stderr(&out)
     );
 }
+
+/// The repository's filesystem fills in the middle of a container backup: one error naming
+/// the full disk, exit 2, the container thawed and its snapshots and clones gone, a
+/// repository that checks; once there is room the next run completes.
+#[test]
+fn a_full_repository_disk_mid_backup_releases_the_container() {
+    let (_g, node) = node();
+    let s = Scratch::new();
+    struct Tmpfs(PathBuf);
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    std::fs::create_dir_all(s.repo()).unwrap();
+    sh(&format!(
+        "mount -t tmpfs -o size=12m pxb-enospc '{}'",
+        s.repo().display()
+    ));
+    let _tmpfs = Tmpfs(s.repo());
+    s.init("none");
+    let mp0 = node.mountpoint("data/subvol-100-disk-1");
+    let big = mp0.join("enospc.bin");
+    let data = noise(40 << 20, 41);
+    std::fs::write(&big, &data).unwrap();
+    let out = run_node(node, &s, &["100:"]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 2, "{err}");
+    assert!(
+        err.to_lowercase().contains("no space left"),
+        "the error does not say the disk is full: {err}"
+    );
+    assert_eq!(node.leftovers(), "", "snapshots or clones left: {err}");
+    let state = std::fs::read_to_string(format!("{SIM_DIR}/state/100")).unwrap();
+    assert_eq!(state.trim(), "RUNNING", "CT 100 left frozen: {err}");
+    s.ok(&["check", "--verify-data"]);
+    // Room again (as after deleting other files there): the next run completes.
+    sh(&format!(
+        "mount -o remount,size=200m '{}'",
+        s.repo().display()
+    ));
+    let out = run_node(node, &s, &["100:", "--json"]);
+    std::fs::remove_file(&big).unwrap();
+    assert!(code(&out) <= 1, "{}", stderr(&out));
+    let archive = first_archive(&out);
+    let back = s
+        .ok(&["extract", &archive, "srv/data/enospc.bin", "--stdout"])
+        .stdout;
+    assert!(back == data, "the file read back differs");
+    s.ok(&["check", "--verify-data"]);
+}
