@@ -72,6 +72,16 @@ impl DiskAssembler {
         }
     }
 
+    fn size_of(&self, disk: usize) -> Result<u64, DiskError> {
+        self.disks
+            .get(disk)
+            .map(|d| d.size)
+            .ok_or_else(|| DiskError::Invalid {
+                disk: disk.to_string(),
+                reason: "no such disk".into(),
+            })
+    }
+
     /// `data` belongs at `offset` of disk `disk` (bytes past the disk's end are dropped).
     /// Each byte must come once; a chunk is stored when its last byte arrives.
     pub fn write(
@@ -81,13 +91,7 @@ impl DiskAssembler {
         offset: u64,
         data: &[u8],
     ) -> Result<(), DiskError> {
-        let Some(d) = self.disks.get(disk) else {
-            return Err(DiskError::Invalid {
-                disk: disk.to_string(),
-                reason: "no such disk".into(),
-            });
-        };
-        let size = d.size;
+        let size = self.size_of(disk)?;
         let mut at = offset;
         let mut rest = &data[..data.len().min(size.saturating_sub(offset) as usize)];
         while !rest.is_empty() {
@@ -144,13 +148,7 @@ impl DiskAssembler {
         offset: u64,
         len: u64,
     ) -> Result<(), DiskError> {
-        let Some(d) = self.disks.get(disk) else {
-            return Err(DiskError::Invalid {
-                disk: disk.to_string(),
-                reason: "no such disk".into(),
-            });
-        };
-        let size = d.size;
+        let size = self.size_of(disk)?;
         let end = offset.saturating_add(len).min(size);
         let zeros = vec![0u8; IMAGE_CHUNK as usize];
         let mut at = offset;
