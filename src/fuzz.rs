@@ -40,6 +40,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("settings", settings),
     ("zfs_output", zfs_output),
     ("vma", vma),
+    ("wire", wire),
 ];
 
 /// Runs the target called `name`; `false` if there is none.
@@ -174,6 +175,22 @@ pub fn lock(data: &[u8]) {
             let _ = info.stale_reason("fuzz-host", now);
         }
         let _ = info.describe();
+    }
+}
+
+/// A `proxborg serve` frame body, as a request and as a response; what decodes must encode
+/// back to the same bytes.
+pub fn wire(data: &[u8]) {
+    use crate::remote::wire;
+    if let Ok((id, req)) = wire::decode_request(data) {
+        let again = wire::encode_request(id, &req).expect("a decoded request re-encodes");
+        assert_eq!(&again[4..], data);
+    }
+    if let Ok((id, resp)) = wire::decode_response(data) {
+        assert_eq!(
+            wire::decode_response(&wire::encode_response(id, &resp)[4..]),
+            Ok((id, resp))
+        );
     }
 }
 

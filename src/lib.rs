@@ -18,6 +18,7 @@ pub mod ingest;
 pub mod item;
 pub mod plan;
 pub mod pve;
+pub mod remote;
 pub mod repo;
 pub mod restore;
 pub mod retention;

@@ -447,10 +447,10 @@ fn a_repository_url_is_refused_never_taken_as_a_local_directory() {
     let cwd = s.path("cwd");
     std::fs::create_dir(&cwd).unwrap();
     for (url, says) in [
-        (
-            "ssh://backup-host/srv/repo",
-            "ssh:// repositories are not supported",
-        ),
+        // ssh:// is a remote repository (tests/remote.rs): here ssh is `false`, so the
+        // connection fails, on one line naming the host, and nothing local is created.
+        ("ssh://backup-host/srv/repo", "ssh to backup-host failed"),
+        ("ssh://backup-host", "no path after the host"),
         (
             "s3:https://127.0.0.1:3900/bucket",
             "s3:// repositories are not supported",
@@ -461,6 +461,7 @@ fn a_repository_url_is_refused_never_taken_as_a_local_directory() {
             let out = run(proxborg()
                 .current_dir(&cwd)
                 .env("PROXBORG_REPO", url)
+                .env("PROXBORG_RSH", "false")
                 .args(args));
             assert_eq!(code(&out), 2, "{url} {args:?}");
             let err = stderr(&out);

@@ -4,8 +4,9 @@
 //! repository's key lives at `PROXBORG_KEY_FILE` or `~/.config/proxborg/keys/<repo id>`.
 
 use super::Global;
-use crate::repo::backend::local::LocalDir;
+use crate::repo::backend::{local::LocalDir, Backend};
 use crate::repo::key::WrappedKey;
+use crate::repo::location::Location;
 use crate::repo::lock::{Lock, LockKind};
 use crate::repo::trust::TrustStore;
 use crate::repo::{Credentials, RepoError, RepoId, Repository};
@@ -115,11 +116,11 @@ pub fn key_file_path(repo_id: &RepoId) -> PathBuf {
         .join(repo_id.as_str())
 }
 
-pub fn repo_path(global: &Global) -> Result<PathBuf> {
+pub fn repo_location(global: &Global) -> Result<Location> {
     match (&global.repo, &settings()?.repo) {
         (Some(p), _) | (None, Some(p)) => Ok(crate::repo::location::parse(p)?),
         (None, None) => bail!(
-            "no repository given: use --repo DIR, set PROXBORG_REPO, or set repo in {}",
+            "no repository given: use --repo DIR or ssh://host/path, set PROXBORG_REPO, or set repo in {}",
             settings::default_path().display()
         ),
     }
@@ -131,56 +132,61 @@ pub fn lock_wait(global: &Global) -> Result<Duration> {
     ))
 }
 
-pub fn backend(global: &Global) -> Result<Arc<LocalDir>> {
-    Ok(Arc::new(LocalDir::new(repo_path(global)?)))
+/// The backend for a location: a directory, or a connection to `proxborg serve` over ssh.
+pub fn backend_at(location: &Location) -> Result<Arc<dyn Backend>> {
+    Ok(match location {
+        Location::Local(path) => Arc::new(LocalDir::new(path)),
+        Location::Ssh(url) => Arc::new(
+            crate::remote::client::SshBackend::connect(url.clone())
+                .with_context(|| format!("repository {location}"))?,
+        ),
+    })
+}
+
+/// Where the repository is and its backend; a local one must be an existing directory.
+fn existing(global: &Global) -> Result<(Location, Arc<dyn Backend>)> {
+    let location = repo_location(global)?;
+    if let Location::Local(path) = &location {
+        if !path.is_dir() {
+            bail!("repository {}: no such directory", path.display());
+        }
+    }
+    let backend = backend_at(&location)?;
+    Ok((location, backend))
 }
 
 /// Opens the repository; damaged index files are reported as warnings (returns their count).
 pub fn open(global: &Global) -> Result<(Repository, u64)> {
-    let path = repo_path(global)?;
-    if !path.is_dir() {
-        bail!("repository {}: no such directory", path.display());
-    }
-    open_at(global, &path)
+    let (location, backend) = existing(global)?;
+    load_index(unlock(backend, &location)?, &location)
 }
 
 /// Verifies the repository (nothing is written to one that is refused), takes a shared lock
 /// (see `repo::lock`), then loads the index, so it stays valid for as long as the lock is held.
 pub fn open_locked(global: &Global, command: &str) -> Result<(Repository, Lock, u64)> {
-    let path = repo_path(global)?;
-    if !path.is_dir() {
-        bail!("repository {}: no such directory", path.display());
-    }
-    let repo = unlock(global, &path)?;
+    let (location, backend) = existing(global)?;
+    let repo = unlock(backend, &location)?;
     let lock = Lock::acquire(
-        backend(global)?,
+        repo.backend().clone(),
         LockKind::Shared,
         command,
         lock_wait(global)?,
         &mut |m| super::warn(m),
     )
-    .with_context(|| format!("repository {}", path.display()))?;
-    let (repo, damaged) = load_index(repo, &path)?;
+    .with_context(|| format!("repository {location}"))?;
+    let (repo, damaged) = load_index(repo, &location)?;
     Ok((repo, lock, damaged))
 }
 
-fn open_at(global: &Global, path: &std::path::Path) -> Result<(Repository, u64)> {
-    load_index(unlock(global, path)?, path)
-}
-
 /// Opens and verifies against this client's security record (`repo::trust`).
-fn unlock(global: &Global, path: &std::path::Path) -> Result<Repository> {
-    Repository::unlock(
-        backend(global)?,
-        &EnvCredentials,
-        Some(&TrustStore::from_env()),
-    )
-    .with_context(|| format!("repository {}", path.display()))
+fn unlock(backend: Arc<dyn Backend>, location: &Location) -> Result<Repository> {
+    Repository::unlock(backend, &EnvCredentials, Some(&TrustStore::from_env()))
+        .with_context(|| format!("repository {location}"))
 }
 
-fn load_index(mut repo: Repository, path: &std::path::Path) -> Result<(Repository, u64)> {
+fn load_index(mut repo: Repository, location: &Location) -> Result<(Repository, u64)> {
     repo.reload_index()
-        .with_context(|| format!("repository {}", path.display()))?;
+        .with_context(|| format!("repository {location}"))?;
     for d in repo.damaged_indexes() {
         super::warn(format!("skipping damaged index file: {d}"));
     }

@@ -29,7 +29,7 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
             None => bail!("archive {name:?} not found; nothing deleted"),
         }
     }
-    if repo.config().append_only {
+    if repo.append_only() {
         bail!(crate::repo::RepoError::AppendOnly("delete"));
     }
     for entry in chosen {

@@ -1,6 +1,7 @@
 //! `proxborg init`
 
 use super::{access, Global, Outcome};
+use crate::repo::location::Location;
 use crate::repo::{Compression, EncryptionMode, InitOptions, Repository};
 use anyhow::{Context, Result};
 
@@ -19,11 +20,13 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: Args) -> Result<Outcome> {
-    let path = access::repo_path(global)?;
-    std::fs::create_dir_all(&path)
-        .with_context(|| format!("creating repository directory {}", path.display()))?;
+    let location = access::repo_location(global)?;
+    if let Location::Local(path) = &location {
+        std::fs::create_dir_all(path)
+            .with_context(|| format!("creating repository directory {}", path.display()))?;
+    }
     let (repo, keyfile) = Repository::init(
-        access::backend(global)?,
+        access::backend_at(&location)?,
         InitOptions {
             encryption: args.encryption,
             compression: args.compression,
@@ -31,7 +34,7 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
         },
         &access::EnvCredentials,
     )
-    .with_context(|| format!("repository {}", path.display()))?;
+    .with_context(|| format!("repository {location}"))?;
     repo.remember_in(&crate::repo::trust::TrustStore::from_env())
         .context("recording the new repository in this client's security record")?;
     if let Some(wrapped) = keyfile {
@@ -44,9 +47,7 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     }
     eprintln!(
         "Initialised repository {} ({} encryption, compression {})",
-        path.display(),
-        args.encryption,
-        args.compression
+        location, args.encryption, args.compression
     );
     Ok(Outcome::Success)
 }

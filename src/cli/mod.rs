@@ -22,6 +22,7 @@ mod list;
 mod progress;
 mod prune;
 mod restore;
+mod serve;
 mod vzdump_hook;
 
 use clap::{Parser, Subcommand};
@@ -48,8 +49,8 @@ pub struct Cli {
 
 #[derive(clap::Args, Clone)]
 pub struct Global {
-    /// Repository directory
-    #[arg(long, global = true, env = "PROXBORG_REPO", value_name = "DIR")]
+    /// Repository: a directory, or ssh://[user@]host[:port]/path
+    #[arg(long, global = true, env = "PROXBORG_REPO", value_name = "REPO")]
     repo: Option<PathBuf>,
     /// Wait this long for a conflicting repository lock (a running compact, or backups when
     /// compacting) before giving up
@@ -94,6 +95,8 @@ enum Command {
     /// Repository settings (append-only) and the settings file (check)
     #[command(subcommand)]
     Config(config::Command),
+    /// Serve a repository over stdin/stdout to a client connecting with ssh:// (run by sshd)
+    Serve(serve::Args),
     /// Remove snapshots and clones left by killed proxborg runs (also done before each backup)
     Cleanup,
     /// Run as a vzdump hook: archive the finished dump at backup-end (see hooks/)
@@ -141,6 +144,7 @@ fn dispatch(global: &Global, command: Command) -> anyhow::Result<Outcome> {
         Command::Compact(a) => compact::run(cli.global, a),
         Command::Config(c) => config::run(cli.global, c),
         Command::VzdumpHook(a) => vzdump_hook::run(cli.global, a),
+        Command::Serve(a) => serve::run(a),
         Command::Cleanup => backup::cleanup(),
         Command::Completions(a) => generate::completions(a),
         Command::GenerateMan(a) => generate::man(a),

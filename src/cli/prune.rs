@@ -74,7 +74,7 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
         bail!("no --keep-* rule given: prune would delete every archive");
     }
     let (repo, _lock, warnings) = access::open_locked(global, "prune")?;
-    if repo.config().append_only && !args.dry_run {
+    if repo.append_only() && !args.dry_run {
         bail!(crate::repo::RepoError::AppendOnly("prune"));
     }
     let list = repo.list_archives()?;

@@ -70,7 +70,7 @@ pub fn compact(
     opts: &CompactOptions,
     warn: &mut dyn FnMut(String),
 ) -> Result<CompactReport> {
-    if repo.config().append_only {
+    if repo.append_only() {
         return Err(RepoError::AppendOnly("compact"));
     }
     let backend = repo.backend().clone();

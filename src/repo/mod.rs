@@ -245,6 +245,12 @@ impl Repository {
         &self.config
     }
 
+    /// Whether deletes are refused: by the repository's config, or by the storage side
+    /// (`proxborg serve --append-only`).
+    pub fn append_only(&self) -> bool {
+        self.config.append_only || self.backend.append_only()
+    }
+
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
     }
@@ -415,7 +421,7 @@ impl Repository {
     /// Deletes an archive: first the superseded files of it in `list` (or an older revision
     /// would reappear), then its current file. Refuses a protected archive.
     pub fn delete_archive(&self, entry: &ArchiveEntry, list: &ArchiveList) -> Result<()> {
-        if self.config.append_only {
+        if self.append_only() {
             return Err(RepoError::AppendOnly("delete"));
         }
         let (id, manifest) = entry;
@@ -479,12 +485,12 @@ impl Repository {
             if let Some(t) = &self.trust {
                 t.reconcile_protection(&self.config.id, &[(id, new.clone())], false)?;
             }
-            if !self.config.append_only {
+            if !self.append_only() {
                 self.delete_archive_file(old_id)?;
             }
             id
         };
-        if !self.config.append_only {
+        if !self.append_only() {
             for s in stale {
                 self.delete_archive_file(&s)?;
             }

@@ -217,7 +217,9 @@ impl Packer {
             return Ok(());
         }
         let (id, bytes, entries) = builder.finish(&self.crypto)?;
-        self.backend.put(&pack_key(&id), &bytes)?;
+        // Pipelined (over ssh the packer does not wait for each answer); `flush_index` settles
+        // them before the index file that names them is written.
+        self.backend.put_pipelined(&pack_key(&id), &bytes)?;
         self.stats.packs += 1;
         self.unindexed.push(IndexedPack {
             pack: id,
@@ -230,6 +232,7 @@ impl Packer {
     }
 
     fn flush_index(&mut self) -> Result<()> {
+        self.backend.settle()?;
         if self.unindexed.is_empty() {
             return Ok(());
         }

@@ -167,33 +167,9 @@ impl Backend for LocalDir {
 mod tests {
     use super::*;
 
-    /// The conformance suite every backend must pass.
-    pub fn conformance(b: &dyn Backend) {
-        assert!(b.put("data/ab/x1", b"hello").unwrap());
-        assert!(
-            !b.put("data/ab/x1", b"other").unwrap(),
-            "put must not overwrite"
-        );
-        assert_eq!(b.get("data/ab/x1").unwrap(), b"hello");
-        assert_eq!(b.get_range("data/ab/x1", 1, 3).unwrap(), b"ell");
-        assert!(b.get_range("data/ab/x1", 3, 5).unwrap_err().is_corruption());
-        assert_eq!(b.size("data/ab/x1").unwrap(), 5);
-        assert!(matches!(b.get("data/ab/nope"), Err(RepoError::NotFound(_))));
-        b.put("data/cd/x2", b"2").unwrap();
-        b.put("index/i1", b"i").unwrap();
-        assert_eq!(b.list("data").unwrap(), vec!["data/ab/x1", "data/cd/x2"]);
-        assert_eq!(b.list("locks").unwrap(), Vec::<String>::new());
-        b.replace("config", b"a").unwrap();
-        b.replace("config", b"b").unwrap();
-        assert_eq!(b.get("config").unwrap(), b"b");
-        b.delete("data/cd/x2").unwrap();
-        assert!(!b.exists("data/cd/x2").unwrap());
-        assert!(b.get("../etc/passwd").is_err());
-    }
-
     #[test]
     fn local_dir_conforms() {
         let dir = tempfile::tempdir().unwrap();
-        conformance(&LocalDir::new(dir.path()));
+        super::super::conformance::run(&LocalDir::new(dir.path()));
     }
 }

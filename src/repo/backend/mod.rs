@@ -5,6 +5,8 @@
 //! `put` is atomic (readers see the whole object or nothing) and never overwrites an existing
 //! key: content-addressed names make a second put of the same key a no-op for the caller.
 
+#[doc(hidden)]
+pub mod conformance;
 pub mod local;
 
 use super::error::Result;
@@ -13,6 +15,16 @@ pub trait Backend: Send + Sync {
     /// Stores `data` under `key` atomically and durably. Returns `Ok(false)` without writing if
     /// the key already exists.
     fn put(&self, key: &str, data: &[u8]) -> Result<bool>;
+    /// Like `put`, but may return before the object is stored (a remote backend sends it and
+    /// goes on); its outcome is reported by the next `settle`. Callers settle before writing
+    /// anything that names the object (packs before their index file).
+    fn put_pipelined(&self, key: &str, data: &[u8]) -> Result<()> {
+        self.put(key, data).map(|_| ())
+    }
+    /// Waits until every `put_pipelined` so far is stored; the first error of any.
+    fn settle(&self) -> Result<()> {
+        Ok(())
+    }
     /// Stores `data` under `key`, replacing an existing object (only for mutable names such as
     /// `config` and lock objects, never for content-addressed ones).
     fn replace(&self, key: &str, data: &[u8]) -> Result<()>;
@@ -30,5 +42,10 @@ pub trait Backend: Send + Sync {
     /// which the client's security record remembers which repository lives there.
     fn canonical_location(&self) -> String {
         self.location()
+    }
+    /// Whether the storage side refuses deletes whatever the repository's config says
+    /// (`proxborg serve --append-only`).
+    fn append_only(&self) -> bool {
+        false
     }
 }

@@ -121,7 +121,7 @@ pub fn repair(
     warn: &mut dyn FnMut(String),
     progress: &mut dyn FnMut(&str),
 ) -> Result<RepairReport> {
-    if !opts.dry_run && repo.config().append_only {
+    if !opts.dry_run && repo.append_only() {
         return Err(RepoError::AppendOnly("check --repair"));
     }
     let backend = repo.backend().clone();
