@@ -5,11 +5,12 @@
 
 use super::{access, warn, Global, Outcome};
 use crate::host::fuse;
-use crate::mount::fs::{load_tree, Archive, ArchiveFs, View};
+use crate::mount::fs::{load_tree, Archive, ArchiveFs, Report, View};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -37,10 +38,12 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     let mountpoint = fuse::mount_point(&mountpoint)?;
     let (repo, _lock, mut warnings) = access::open_locked(global, "mount")?;
     let source = repo.blob_source();
+    let report: Report = Arc::new(|m| eprintln!("proxborg: {m}"));
     let (view, what) = match archive {
         Some(name) => {
             let (_, manifest) = repo.find_archive(&name)?;
-            let tree = load_tree(&source, &manifest).map_err(|e| anyhow!("archive {name}: {e}"))?;
+            let tree = load_tree(&source, &manifest, &report)
+                .map_err(|e| anyhow!("archive {name}: {e}"))?;
             let what = format!("archive {name}");
             (
                 View::Single(Box::new(Archive::with_tree(name, manifest, tree))),
@@ -70,7 +73,7 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
             (View::Repository(archives), what)
         }
     };
-    let fs = ArchiveFs::new(source, view);
+    let fs = ArchiveFs::new(source, view, report);
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         fuser::MountOption::RO,

@@ -1,16 +1,19 @@
 //! The FUSE side of `mount`: answers the kernel's requests from the inode tables of
 //! `tree` and from verified blob reads. Read-only by construction: nothing here writes to
 //! the repository, and every modifying request fails with EROFS. A damaged blob or an
-//! inconsistent record fails that one read with EIO and one line on stderr naming the
-//! archive and the file; nothing the repository holds can make this code panic.
+//! inconsistent record fails that one read with EIO and one message (to the `Report` the
+//! command passed in: a line on stderr) naming the archive and the file; nothing the
+//! repository holds can make this code panic.
 
 use super::tree::{Node, NodeId, Segment, Tree, ROOT};
 use super::{ChunkCache, CACHE_CHUNKS};
+use crate::id::ChunkId;
 use crate::item::{Item, Kind, Timestamp};
 use crate::repo::item_stream::ItemStreamReader;
 use crate::repo::reader::BlobSource;
 use crate::repo::Manifest;
 use crate::tree::acl;
+use crossbeam_channel::{bounded, Sender};
 use fuser::{
     BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem,
     FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags,
@@ -23,9 +26,29 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Chunks decoded ahead of a sequential reader, and the threads doing it.
+const AHEAD: usize = 2;
+const AHEAD_THREADS: usize = 2;
+
+/// Reads and verifies one content chunk, checking its length against the item's record.
+fn load_chunk(source: &BlobSource, id: &ChunkId, len: u32) -> Result<Vec<u8>, String> {
+    let data = source.read_blob(id).map_err(|e| e.to_string())?;
+    if data.len() != len as usize {
+        return Err(format!(
+            "chunk {id} holds {} bytes, the archive says {len}",
+            data.len()
+        ));
+    }
+    Ok(data)
+}
+
 /// Nothing changes under a mount: the kernel may keep names and attributes this long.
 const TTL: Duration = Duration::from_secs(300);
 const NODE_BITS: u32 = 32;
+
+/// Where messages go (errors behind an EIO, notes about odd records): the kernel only
+/// carries an errno, so this is how the user learns which file and why.
+pub type Report = Arc<dyn Fn(String) + Send + Sync>;
 
 /// One archive: its manifest and, once something inside it was looked at, its tree.
 pub struct Archive {
@@ -53,12 +76,11 @@ impl Archive {
     }
 
     /// The tree, read from the item stream on first use (one failure message, then EIO).
-    fn tree(&self, source: &BlobSource) -> Option<&Arc<Tree>> {
+    fn tree(&self, source: &BlobSource, report: &Report) -> Option<&Arc<Tree>> {
         self.tree
             .get_or_init(|| {
-                load_tree(source, &self.manifest).inspect_err(|e| {
-                    eprintln!("proxborg: error: archive {}: {e}", self.manifest.name)
-                })
+                load_tree(source, &self.manifest, report)
+                    .inspect_err(|e| report(format!("error: archive {}: {e}", self.manifest.name)))
             })
             .as_ref()
             .ok()
@@ -70,7 +92,11 @@ impl Archive {
 }
 
 /// Reads an archive's whole item stream into its inode table, verifying every blob.
-pub fn load_tree(source: &BlobSource, manifest: &Manifest) -> Result<Arc<Tree>, String> {
+pub fn load_tree(
+    source: &BlobSource,
+    manifest: &Manifest,
+    report: &Report,
+) -> Result<Arc<Tree>, String> {
     let mut failed = None;
     let items = ItemStreamReader::new(manifest.item_stream.clone(), |id| source.read_blob(id))
         .expect_items(manifest.stats.items)
@@ -80,7 +106,7 @@ pub fn load_tree(source: &BlobSource, manifest: &Manifest) -> Result<Arc<Tree>, 
         return Err(e.to_string());
     }
     for n in &tree.notes {
-        eprintln!("proxborg: warning: archive {}: {n}", manifest.name);
+        report(format!("warning: archive {}: {n}", manifest.name));
     }
     Ok(Arc::new(tree))
 }
@@ -95,8 +121,11 @@ pub enum View {
 pub struct ArchiveFs {
     source: BlobSource,
     view: View,
-    cache: ChunkCache,
+    cache: Arc<ChunkCache>,
+    /// Chunks to decode ahead of a sequential reader, on a thread of their own.
+    ahead: Sender<(ChunkId, u32)>,
     mounted: SystemTime,
+    report: Report,
 }
 
 /// What an inode number names.
@@ -116,12 +145,26 @@ struct Found<'a> {
 }
 
 impl ArchiveFs {
-    pub fn new(source: BlobSource, view: View) -> Self {
+    pub fn new(source: BlobSource, view: View, report: Report) -> Self {
+        let cache = Arc::new(ChunkCache::new(CACHE_CHUNKS));
+        // A short queue: a reader that skips around drops requests rather than queueing work.
+        let (ahead, todo) = bounded::<(ChunkId, u32)>(AHEAD);
+        for _ in 0..AHEAD_THREADS {
+            let (src, c, todo) = (source.clone(), cache.clone(), todo.clone());
+            std::thread::spawn(move || {
+                for (id, len) in todo {
+                    // Errors are reported when a reader gets to the chunk itself.
+                    let _ = c.get_or_load(id, || load_chunk(&src, &id, len));
+                }
+            });
+        }
         ArchiveFs {
             source,
             view,
-            cache: ChunkCache::new(CACHE_CHUNKS),
+            cache,
+            ahead,
             mounted: SystemTime::now(),
+            report,
         }
     }
 
@@ -158,7 +201,7 @@ impl ArchiveFs {
         let tree = match (a.loaded(), load) {
             (Some(t), _) => t,
             (None, false) if id == ROOT => return Ok(Target::Unloaded(archive)),
-            (None, _) => a.tree(&self.source).ok_or(Errno::EIO)?,
+            (None, _) => a.tree(&self.source, &self.report).ok_or(Errno::EIO)?,
         };
         let node = tree.get(id).ok_or(Errno::ENOENT)?;
         Ok(Target::Node(Found {
@@ -191,39 +234,40 @@ impl ArchiveFs {
         }
     }
 
-    /// One line on stderr naming the file, and EIO for the kernel.
+    /// One message naming the file, and EIO for the kernel.
     fn fail(&self, f: &Found, why: &str) -> Errno {
         let archive = &self.archives()[f.archive].manifest.name;
-        eprintln!(
-            "proxborg: error: archive {archive}: {}: {why}",
+        (self.report)(format!(
+            "error: archive {archive}: {}: {why}",
             crate::item::display_path(&f.node.item.path)
-        );
+        ));
         Errno::EIO
     }
 
     fn chunk(&self, item: &Item, index: usize) -> Result<Arc<Vec<u8>>, String> {
         let c = item.chunks.get(index).ok_or("chunk index out of range")?;
-        if let Some(data) = self.cache.get(&c.id) {
-            return Ok(data);
-        }
-        let data = self.source.read_blob(&c.id).map_err(|e| e.to_string())?;
-        if data.len() != c.len as usize {
-            return Err(format!(
-                "chunk {} holds {} bytes, the archive says {}",
-                c.id,
-                data.len(),
-                c.len
-            ));
-        }
-        let data = Arc::new(data);
-        self.cache.put(c.id, data.clone());
-        Ok(data)
+        self.cache
+            .get_or_load(c.id, || load_chunk(&self.source, &c.id, c.len))
     }
 
     fn read_range(&self, f: &Found, offset: u64, size: u32) -> Result<Vec<u8>, String> {
         let layout = f.node.layout()?;
         let mut out = Vec::with_capacity(size as usize);
-        for s in layout.segments(offset, size.into()) {
+        let segments = layout.segments(offset, size.into());
+        // Decode the chunks after this read's last one meanwhile, so a sequential reader
+        // finds them ready and both cores work.
+        let last = segments.iter().rev().find_map(|s| match s {
+            Segment::Data { chunk, .. } => Some(*chunk),
+            Segment::Hole { .. } => None,
+        });
+        if let Some(chunk) = last {
+            for c in f.node.item.chunks.iter().skip(chunk + 1).take(AHEAD) {
+                if !self.cache.has(&c.id) {
+                    let _ = self.ahead.try_send((c.id, c.len));
+                }
+            }
+        }
+        for s in segments {
             match s {
                 Segment::Hole { len } => out.resize(out.len() + len as usize, 0),
                 Segment::Data { chunk, offset, len } => {

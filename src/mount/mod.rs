@@ -15,43 +15,99 @@ pub mod fs;
 pub mod tree;
 
 use crate::id::ChunkId;
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// Decoded chunks kept for reads: sequential reads of a file come in 128 KiB to 1 MiB
 /// requests, a chunk is up to 4 MiB, so each chunk is decoded (and verified) once.
 pub const CACHE_CHUNKS: usize = 32;
 
-/// A small least-recently-used map of chunk id to plaintext.
+type Loaded = Result<Arc<Vec<u8>>, String>;
+
+/// A chunk being decoded: later askers wait for it instead of decoding it again.
+#[derive(Default)]
+struct Slot {
+    done: Mutex<Option<Loaded>>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct CacheState {
+    /// Most recently used first.
+    entries: VecDeque<(ChunkId, Arc<Vec<u8>>)>,
+    loading: HashMap<ChunkId, Arc<Slot>>,
+}
+
+/// A small least-recently-used map of chunk id to plaintext, shared by the request threads
+/// and the read-ahead workers; a chunk is decoded by one thread at a time.
 pub struct ChunkCache {
-    entries: Mutex<VecDeque<(ChunkId, Arc<Vec<u8>>)>>,
+    state: Mutex<CacheState>,
     capacity: usize,
 }
 
 impl ChunkCache {
     pub fn new(capacity: usize) -> Self {
         ChunkCache {
-            entries: Mutex::new(VecDeque::with_capacity(capacity)),
+            state: Mutex::default(),
             capacity,
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn get(&self, id: &ChunkId) -> Option<Arc<Vec<u8>>> {
-        let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        let i = e.iter().position(|(k, _)| k == id)?;
-        let hit = e.remove(i)?;
+        let mut st = self.lock();
+        let i = st.entries.iter().position(|(k, _)| k == id)?;
+        let hit = st.entries.remove(i)?;
         let data = hit.1.clone();
-        e.push_front(hit);
+        st.entries.push_front(hit);
         Some(data)
     }
 
-    pub fn put(&self, id: ChunkId, data: Arc<Vec<u8>>) {
-        let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if e.iter().any(|(k, _)| *k == id) {
-            return;
+    /// Whether the chunk is cached or being decoded.
+    pub fn has(&self, id: &ChunkId) -> bool {
+        let st = self.lock();
+        st.loading.contains_key(id) || st.entries.iter().any(|(k, _)| k == id)
+    }
+
+    /// The cached chunk, or the one another thread is decoding, or `load`'s result.
+    pub fn get_or_load(
+        &self,
+        id: ChunkId,
+        load: impl FnOnce() -> Result<Vec<u8>, String>,
+    ) -> Loaded {
+        if let Some(d) = self.get(&id) {
+            return Ok(d);
         }
-        e.push_front((id, data));
-        e.truncate(self.capacity);
+        let slot = {
+            let mut st = self.lock();
+            if let Some(s) = st.loading.get(&id).cloned() {
+                drop(st);
+                let mut done = s.done.lock().unwrap_or_else(|p| p.into_inner());
+                while done.is_none() {
+                    done = s.ready.wait(done).unwrap_or_else(|p| p.into_inner());
+                }
+                return done.clone().unwrap_or_else(|| Err("lost".into()));
+            }
+            let s = Arc::new(Slot::default());
+            st.loading.insert(id, s.clone());
+            s
+        };
+        let r: Loaded = load().map(Arc::new);
+        {
+            let mut st = self.lock();
+            st.loading.remove(&id);
+            if let Ok(d) = &r {
+                st.entries.push_front((id, d.clone()));
+                let cap = self.capacity;
+                st.entries.truncate(cap);
+            }
+        }
+        *slot.done.lock().unwrap_or_else(|p| p.into_inner()) = Some(r.clone());
+        slot.ready.notify_all();
+        r
     }
 }
 
@@ -100,12 +156,38 @@ mod tests {
     fn cache_keeps_the_most_recently_used() {
         let c = ChunkCache::new(2);
         let id = |n: u8| ChunkId::of(&[n]);
-        c.put(id(1), Arc::new(vec![1]));
-        c.put(id(2), Arc::new(vec![2]));
+        let put = |n: u8| c.get_or_load(id(n), || Ok(vec![n])).unwrap();
+        put(1);
+        put(2);
         assert_eq!(*c.get(&id(1)).unwrap(), [1]);
-        c.put(id(3), Arc::new(vec![3]));
+        put(3);
         assert!(c.get(&id(2)).is_none(), "least recently used goes first");
-        assert!(c.get(&id(1)).is_some() && c.get(&id(3)).is_some());
+        assert!(c.has(&id(1)) && c.has(&id(3)) && !c.has(&id(2)));
+        assert!(c.get_or_load(id(4), || Err("bad".into())).is_err());
+        assert!(!c.has(&id(4)), "failures are not kept");
+    }
+
+    #[test]
+    fn a_chunk_is_decoded_once_while_others_wait() {
+        let c = Arc::new(ChunkCache::new(4));
+        let loads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let (c, loads) = (c.clone(), loads.clone());
+                std::thread::spawn(move || {
+                    c.get_or_load(ChunkId::of(b"x"), || {
+                        loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                        Ok(vec![7])
+                    })
+                    .unwrap()
+                })
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(*t.join().unwrap(), [7]);
+        }
+        assert_eq!(loads.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[test]
