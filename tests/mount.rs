@@ -255,6 +255,13 @@ fn the_whole_repository_shows_one_directory_per_archive() {
         s.create_stdin("stream", b"from stdin").status.code(),
         Some(0)
     );
+    // A disk image (fixed 4 MiB chunks, zero chunks stored as holes): data, zeros, data.
+    let mut disk = vec![0u8; 20 << 20];
+    disk[..5 << 20].copy_from_slice(&noise(5 << 20, 1));
+    disk[(12 << 20)..(13 << 20) + 100].copy_from_slice(&noise((1 << 20) + 100, 2));
+    let img = s.path("disk.raw");
+    std::fs::write(&img, &disk).unwrap();
+    s.ok(&["create", "vm", img.to_str().unwrap()]);
 
     let mnt = s.path("all");
     let mut m = Mounted::start(&s, &[], &mnt);
@@ -263,7 +270,10 @@ fn the_whole_repository_shows_one_directory_per_archive() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["dump-100-today", "dump-100-yesterday", "stream"]);
+    assert_eq!(
+        names,
+        ["dump-100-today", "dump-100-yesterday", "stream", "vm"]
+    );
     // Browse yesterday's /etc and copy one file out.
     let out = s.path("hosts.restored");
     std::fs::copy(mnt.join("dump-100-yesterday/etc/hosts"), &out).unwrap();
@@ -280,6 +290,27 @@ fn the_whole_repository_shows_one_directory_per_archive() {
     assert_eq!(stream.len(), 1);
     assert_eq!(std::fs::read(&stream[0]).unwrap(), b"from stdin");
     assert!(std::fs::metadata(mnt.join("nonexistent")).is_err());
+    // The image reads back at any offset; SEEK_DATA skips its zero chunks.
+    let image: Vec<PathBuf> = std::fs::read_dir(mnt.join("vm"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(image.len(), 1, "{image:?}");
+    let f = std::fs::File::open(&image[0]).unwrap();
+    assert_eq!(f.metadata().unwrap().len(), disk.len() as u64);
+    for (off, len) in [
+        (0, 100),
+        ((4 << 20) - 7, 4096),
+        ((5 << 20) - 1, 9 << 20),
+        ((13 << 20) + 50, 7 << 20),
+    ] {
+        let mut buf = vec![1u8; len];
+        let n = f.read_at(&mut buf, off as u64).unwrap();
+        assert_eq!(&buf[..n], &disk[off..(off + n)], "image bytes at {off}");
+    }
+    let data = rustix::fs::seek(&f, rustix::fs::SeekFrom::Data(8 << 20)).unwrap();
+    assert_eq!(data, 12 << 20, "the zero chunk at 8 MiB is a hole");
+    drop(f);
     assert_eq!(
         std::fs::write(mnt.join("dump-100-today/x"), b"")
             .unwrap_err()

@@ -9,6 +9,9 @@
 //! FUSE wants). With the whole repository, inode 1 is the list of archives and node `n` of the
 //! `k`-th archive (from 0) is `((k + 1) << 32) + n`; a tree has fewer than 2^32 nodes.
 //! Owners, modes and times are shown as stored (container ids stay container ids).
+//! In a whole-repository mount an archive's directory shows 0755 root and the archive's
+//! start time until its tree is read (so `ls -l` of the list reads no item stream), then its
+//! root entry's metadata. The list of archives is the one at mount time.
 //! Never writes: every modifying operation fails with EROFS, and the mount itself is `ro`.
 
 pub mod fs;
