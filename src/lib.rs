@@ -16,6 +16,7 @@ pub mod host;
 pub mod id;
 pub mod ingest;
 pub mod item;
+pub mod mount;
 pub mod plan;
 pub mod pve;
 pub mod remote;

@@ -19,10 +19,12 @@ mod generate;
 mod info;
 mod init;
 mod list;
+mod mount;
 mod progress;
 mod prune;
 mod restore;
 mod serve;
+mod umount;
 mod vzdump_hook;
 
 use clap::{Parser, Subcommand};
@@ -73,6 +75,10 @@ enum Command {
     Info(info::Args),
     /// Restore an archive (or some of its paths) into a directory, or a file to stdout
     Extract(extract::Args),
+    /// Show an archive, or every archive, as a read-only filesystem (FUSE) until unmounted
+    Mount(mount::Args),
+    /// End a `proxborg mount`
+    Umount(umount::Args),
     /// Write an archive as a tar stream that `pct restore` and GNU tar accept
     ExportTar(export_tar::Args),
     /// What changed between two archives (added, removed, content, mode, owner, ACL, xattrs)
@@ -133,6 +139,8 @@ fn dispatch(global: &Global, command: Command) -> anyhow::Result<Outcome> {
         Command::List(a) => list::run(cli.global, a),
         Command::Info(a) => info::run(cli.global, a),
         Command::Extract(a) => extract::run(cli.global, a),
+        Command::Mount(a) => mount::run(cli.global, a),
+        Command::Umount(a) => umount::run(a),
         Command::ExportTar(a) => export_tar::run(cli.global, a),
         Command::Restore(a) => restore::run(cli.global, a),
         Command::ExportVma(a) => export_vma::run(cli.global, a),

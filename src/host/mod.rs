@@ -12,6 +12,7 @@
 //! `interrupt` turns SIGINT/SIGTERM/SIGHUP into a flag; `memory` tunes malloc for long tree
 //! backups.
 
+pub mod fuse;
 pub mod guest;
 pub mod interrupt;
 pub mod memory;
