@@ -155,19 +155,6 @@ fn one_line_error(out: &std::process::Output, says: &str) -> String {
     err
 }
 
-fn create_stdin(mut c: Command, name: &str, data: &[u8]) -> std::process::Output {
-    use std::io::Write;
-    let mut child = c
-        .args(["create", name, "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let _ = child.stdin.take().unwrap().write_all(data);
-    child.wait_with_output().unwrap()
-}
-
 #[test]
 fn a_repository_over_ssh_round_trips() {
     let sshd = Sshd::start();
@@ -244,9 +231,9 @@ fn an_append_only_key_creates_but_never_deletes() {
     ok(sshd
         .cmd(&s, "appendonly", &repo)
         .args(["init", "--encryption", "none"]));
-    let out = create_stdin(sshd.cmd(&s, "appendonly", &repo), "one", b"data one");
+    let out = create_stdin_with(sshd.cmd(&s, "appendonly", &repo), "one", b"data one");
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let out = create_stdin(sshd.cmd(&s, "appendonly", &repo), "two", b"data two");
+    let out = create_stdin_with(sshd.cmd(&s, "appendonly", &repo), "two", b"data two");
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     one_line_error(
         &run(sshd.cmd(&s, "appendonly", &repo).args(["delete", "one"])),

@@ -73,21 +73,7 @@ impl Scratch {
     }
 
     pub fn create_stdin(&self, name: &str, data: &[u8]) -> Output {
-        use std::io::Write;
-        let mut child = self
-            .cmd()
-            .args(["create", name, "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // proxborg may stop reading early (a full disk, a refused repository): its exit
-        // status says why, so a closed pipe is not the test's failure.
-        if let Err(e) = child.stdin.take().unwrap().write_all(data) {
-            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
-        }
-        child.wait_with_output().unwrap()
+        create_stdin_with(self.cmd(), name, data)
     }
 }
 
@@ -260,4 +246,22 @@ pub fn run_vzdump_hook(conf: &Path, vars: &[(&str, String)], args: &[&str]) -> O
         ))
         .args(args);
     c.output().expect("running the hook")
+}
+
+/// `create NAME -` through `cmd` (a proxborg command with its repository set), `data` on stdin.
+pub fn create_stdin_with(mut cmd: Command, name: &str, data: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .args(["create", name, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // proxborg may stop reading early (a full disk, a refused repository, a lost
+    // connection): its exit status says why, so a closed pipe is not the test's failure.
+    if let Err(e) = child.stdin.take().unwrap().write_all(data) {
+        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+    }
+    child.wait_with_output().unwrap()
 }
