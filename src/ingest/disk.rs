@@ -259,6 +259,18 @@ pub fn ingest_image(
         at = end.max(at);
     }
     disks.write_zeros(builder, 0, at, size.saturating_sub(at))?;
+    // One read past the data: it lets a file's reader check at its end whether the file
+    // changed meanwhile (FileContent), and finds a device that grew.
+    let grew = data.read(&mut buf[..1]).map_err(|e| DiskError::Invalid {
+        disk: name.to_string(),
+        reason: format!("reading at its end: {e}"),
+    })?;
+    if grew > 0 {
+        return Err(DiskError::Invalid {
+            disk: name.to_string(),
+            reason: format!("longer than its {size} bytes: it grew while it was read"),
+        });
+    }
     let mut stats = disks.stats().remove(0);
     stats.read = read;
     let mut item = disks.finish(mtime)?.remove(0);
@@ -326,5 +338,19 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("disk.raw"), "{err}");
+        // A source with more than its extents promise (a device that grew) is refused too:
+        // the end is read, which is also where a file's reader notices a change.
+        let mut builder = ArchiveBuilder::new(&repo, None);
+        let longer = [bytes.as_slice(), b"x"].concat();
+        let err = ingest_image(
+            &mut builder,
+            &mut longer.as_slice(),
+            "disk.raw",
+            size,
+            &extents,
+            Timestamp::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("grew"), "{err}");
     }
 }
