@@ -3,7 +3,9 @@
 //!
 //! ```text
 //! # comments and blank lines are ignored
-//! repo: /srv/backup/proxborg
+//! repo: /srv/backup/proxborg                (or ssh://host/path, s3:https://host/bucket)
+//! s3-credentials-file: /etc/proxborg.s3      (aws_access_key_id = .., aws_secret_access_key = ..)
+//! s3-region: garage                          (default us-east-1)
 //! passphrase-file: /etc/proxborg.pass
 //! compression: zstd,3
 //! exclude: /var/cache/apt/archives/*.deb     (repeatable)
@@ -41,6 +43,8 @@ pub struct Settings {
     pub hostname_in_name: bool,
     pub pve_root: Option<PathBuf>,
     pub lock_wait: Option<u64>,
+    pub s3_credentials_file: Option<PathBuf>,
+    pub s3_region: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -94,7 +98,20 @@ fn apply(s: &mut Settings, key: &str, value: &str) -> Result<(), String> {
             .map_err(|_| format!("{key} must be a whole number, not {v:?}"))
     };
     match key {
-        "repo" => s.repo = Some(path(value)?),
+        "repo" => {
+            // A directory must be absolute; a URL is checked as `--repo` would be.
+            let given = PathBuf::from(value);
+            match crate::repo::location::parse(&given) {
+                Ok(crate::repo::location::Location::Local(_)) => s.repo = Some(path(value)?),
+                Ok(_) => s.repo = Some(given),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        "s3-credentials-file" => s.s3_credentials_file = Some(path(value)?),
+        "s3-region" if !value.is_empty() && !value.contains(char::is_whitespace) => {
+            s.s3_region = Some(value.to_string())
+        }
+        "s3-region" => return Err(format!("s3-region must be one word, not {value:?}")),
         "passphrase-file" => s.passphrase_file = Some(path(value)?),
         "passphrase-command" => s.passphrase_command = Some(value.to_string()),
         "compression" => s.compression = Some(value.parse()?),
@@ -183,5 +200,30 @@ mod tests {
             errs[3].to_string(),
             "/etc/proxborg.conf:4: unknown setting \"frobnicate\""
         );
+    }
+
+    #[test]
+    fn repo_may_be_a_url_and_s3_settings_parse() {
+        let text = "repo: s3:http://127.0.0.1:3900/bkt/pve\ns3-region: garage\n\
+            s3-credentials-file: /etc/proxborg.s3\n";
+        let s = parse(text, "t").unwrap();
+        assert_eq!(
+            s.repo,
+            Some(PathBuf::from("s3:http://127.0.0.1:3900/bkt/pve"))
+        );
+        assert_eq!(s.s3_region.as_deref(), Some("garage"));
+        assert_eq!(
+            s.s3_credentials_file,
+            Some(PathBuf::from("/etc/proxborg.s3"))
+        );
+        let s = parse("repo: ssh://backup@host/srv/repo\n", "t").unwrap();
+        assert_eq!(s.repo, Some(PathBuf::from("ssh://backup@host/srv/repo")));
+        for bad in [
+            "repo: s3:http://h/B\n",
+            "repo: nosuch://x\n",
+            "s3-region:  \n",
+        ] {
+            assert!(parse(bad, "t").is_err(), "{bad}");
+        }
     }
 }

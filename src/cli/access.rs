@@ -4,6 +4,7 @@
 //! repository's key lives at `PROXBORG_KEY_FILE` or `~/.config/proxborg/keys/<repo id>`.
 
 use super::Global;
+use crate::repo::backend::s3::{self, S3Backend};
 use crate::repo::backend::{local::LocalDir, Backend};
 use crate::repo::key::WrappedKey;
 use crate::repo::location::Location;
@@ -120,7 +121,7 @@ pub fn repo_location(global: &Global) -> Result<Location> {
     match (&global.repo, &settings()?.repo) {
         (Some(p), _) | (None, Some(p)) => Ok(crate::repo::location::parse(p)?),
         (None, None) => bail!(
-            "no repository given: use --repo DIR or ssh://host/path, set PROXBORG_REPO, or set repo in {}",
+            "no repository given: use --repo DIR, ssh://host/path or s3:https://host/bucket, set PROXBORG_REPO, or set repo in {}",
             settings::default_path().display()
         ),
     }
@@ -140,7 +141,48 @@ pub fn backend_at(location: &Location) -> Result<Arc<dyn Backend>> {
             crate::remote::client::SshBackend::connect(url.clone())
                 .with_context(|| format!("repository {location}"))?,
         ),
+        Location::S3(url) => Arc::new(s3_backend(url)?),
     })
+}
+
+/// An S3 backend with its access key: `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, or the
+/// settings file's `s3-credentials-file`; the region from `AWS_REGION`, `AWS_DEFAULT_REGION`
+/// or `s3-region` (default `us-east-1`). Never from argv.
+pub fn s3_backend(url: &crate::repo::location::S3Url) -> Result<S3Backend> {
+    let conf = settings()?;
+    let (key_id, secret) = match (
+        std::env::var("AWS_ACCESS_KEY_ID"),
+        std::env::var("AWS_SECRET_ACCESS_KEY"),
+    ) {
+        (Ok(k), Ok(s)) if !k.is_empty() => (k, Zeroizing::new(s)),
+        _ => match &conf.s3_credentials_file {
+            Some(file) => {
+                let text = Zeroizing::new(std::fs::read_to_string(file).with_context(|| {
+                    format!("s3-credentials-file {} (from the settings file)", file.display())
+                })?);
+                s3::parse_credentials(&text)
+                    .map_err(|e| anyhow::anyhow!("s3-credentials-file {}: {e}", file.display()))?
+            }
+            None => bail!(
+                "repository {url}: no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or s3-credentials-file in {}",
+                settings::default_path().display()
+            ),
+        },
+    };
+    let region = std::env::var("AWS_REGION")
+        .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+        .ok()
+        .filter(|r| !r.is_empty())
+        .or_else(|| conf.s3_region.clone())
+        .unwrap_or_else(|| "us-east-1".to_string());
+    Ok(S3Backend::new(
+        url.clone(),
+        s3::S3Access {
+            key_id,
+            secret,
+            region,
+        },
+    )?)
 }
 
 /// Where the repository is and its backend; a local one must be an existing directory.

@@ -21,9 +21,18 @@ pub struct Args {
 
 pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     let location = access::repo_location(global)?;
-    if let Location::Local(path) = &location {
-        std::fs::create_dir_all(path)
-            .with_context(|| format!("creating repository directory {}", path.display()))?;
+    match &location {
+        Location::Local(path) => std::fs::create_dir_all(path)
+            .with_context(|| format!("creating repository directory {}", path.display()))?,
+        Location::S3(url) => {
+            if access::s3_backend(url)?
+                .create_bucket_if_missing()
+                .with_context(|| format!("repository {location}"))?
+            {
+                eprintln!("Created bucket {}", url.bucket);
+            }
+        }
+        Location::Ssh(_) => {}
     }
     let (repo, keyfile) = Repository::init(
         access::backend_at(&location)?,

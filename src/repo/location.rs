@@ -1,8 +1,8 @@
 //! Where a repository is, from `--repo`, `PROXBORG_REPO` or the settings file's `repo:`.
-//! A directory on this host, or `ssh://[user@]host[:port]/absolute/path` (a path starting
-//! `/~/` is relative to the remote user's home). Any other URL (`s3:https://...`) is refused
-//! with a line saying so, never taken as a relative directory named `s3:` that a backup would
-//! then silently fill.
+//! A directory on this host, `ssh://[user@]host[:port]/absolute/path` (a path starting
+//! `/~/` is relative to the remote user's home), or `s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]`
+//! (an S3-compatible object store, path-style). Any other URL is refused with a line saying
+//! so, never taken as a relative directory named `sftp:` that a backup would then silently fill.
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 pub enum Location {
     Local(PathBuf),
     Ssh(SshUrl),
+    S3(S3Url),
 }
 
 impl std::fmt::Display for Location {
@@ -18,6 +19,7 @@ impl std::fmt::Display for Location {
         match self {
             Location::Local(p) => write!(f, "{}", p.display()),
             Location::Ssh(u) => write!(f, "{u}"),
+            Location::S3(u) => write!(f, "{u}"),
         }
     }
 }
@@ -120,9 +122,106 @@ impl std::fmt::Display for SshUrl {
     }
 }
 
+/// `s3:http[s]://HOST[:PORT]/BUCKET[/PREFIX]`: the endpoint, the bucket (S3's naming rules:
+/// 3 to 63 of `a-z 0-9 . -`, starting and ending with a letter or digit) and an optional
+/// key prefix inside it (components as object keys allow: no empty, `.` or `..`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Url {
+    /// `http` or `https`.
+    pub scheme: String,
+    /// `host` or `host:port` (an IPv6 address in brackets).
+    pub authority: String,
+    pub bucket: String,
+    /// Without leading or trailing `/`; empty for the bucket's root.
+    pub prefix: String,
+}
+
+impl S3Url {
+    /// The endpoint URL, `http[s]://host[:port]/`.
+    pub fn endpoint(&self) -> String {
+        format!("{}://{}/", self.scheme, self.authority)
+    }
+
+    fn parse(text: &str) -> Result<Self, LocationError> {
+        let bad = |why: &str| LocationError::BadS3Url(text.to_string(), why.to_string());
+        let rest = text
+            .strip_prefix("s3:")
+            .ok_or_else(|| bad("expected s3:"))?;
+        let (scheme, rest) = if let Some(r) = rest.strip_prefix("https://") {
+            ("https", r)
+        } else if let Some(r) = rest.strip_prefix("http://") {
+            ("http", r)
+        } else {
+            return Err(bad("expected s3:https:// or s3:http://"));
+        };
+        let (authority, path) = rest
+            .split_once('/')
+            .ok_or_else(|| bad("no bucket after the host"))?;
+        let host_ok = !authority.is_empty()
+            && !authority.contains(['@', '?', '#', ' '])
+            && !authority.starts_with(':');
+        if !host_ok {
+            return Err(bad("no host name (credentials never go in the URL)"));
+        }
+        let port = match authority.strip_prefix('[') {
+            Some(inner) => match inner.split_once(']') {
+                Some((h, after)) if !h.is_empty() => match after {
+                    "" => None,
+                    p => Some(p.strip_prefix(':').ok_or_else(|| bad("junk after ]"))?),
+                },
+                _ => return Err(bad("unclosed [")),
+            },
+            None => authority.split_once(':').map(|(_, p)| p),
+        };
+        if let Some(p) = port {
+            p.parse::<u16>()
+                .ok()
+                .filter(|&p| p > 0)
+                .ok_or_else(|| bad("bad port"))?;
+        }
+        let path = path.trim_end_matches('/');
+        let (bucket, prefix) = path.split_once('/').unwrap_or((path, ""));
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+            && bucket.as_bytes()[0].is_ascii_alphanumeric()
+            && bucket.as_bytes()[bucket.len() - 1].is_ascii_alphanumeric();
+        if !bucket_ok {
+            return Err(bad("bad bucket name (3 to 63 of a-z, 0-9, '.', '-')"));
+        }
+        if !prefix.is_empty()
+            && prefix
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return Err(bad("bad prefix (no empty, '.' or '..' components)"));
+        }
+        if text.contains(['?', '#']) {
+            return Err(bad("no query or fragment allowed"));
+        }
+        Ok(S3Url {
+            scheme: scheme.to_string(),
+            authority: authority.to_string(),
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for S3Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s3:{}://{}/{}", self.scheme, self.authority, self.bucket)?;
+        if !self.prefix.is_empty() {
+            write!(f, "/{}", self.prefix)?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LocationError {
-    #[error("repository {0:?}: {1}:// repositories are not supported by this proxborg; give a directory or an ssh:// URL")]
+    #[error("repository {0:?}: {1}:// repositories are not supported by this proxborg; give a directory, an ssh:// or an s3: URL")]
     Unsupported(String, String),
     #[error("repository {0:?}: unknown URL scheme {1:?}; a local directory whose name has a colon is written ./{0}")]
     UnknownScheme(String, String),
@@ -130,6 +229,8 @@ pub enum LocationError {
     Empty,
     #[error("repository {0:?}: {1} (the form is ssh://[user@]host[:port]/absolute/path)")]
     BadUrl(String, String),
+    #[error("repository {0:?}: {1} (the form is s3:https://HOST[:PORT]/BUCKET[/PREFIX])")]
+    BadS3Url(String, String),
 }
 
 /// A repository location as given: a directory path, an `ssh://` URL, or an error for anything
@@ -147,7 +248,8 @@ pub fn parse(given: &Path) -> Result<Location, LocationError> {
     match scheme {
         None => Ok(Location::Local(given.to_path_buf())),
         Some("ssh") => SshUrl::parse(&text).map(Location::Ssh),
-        Some(s) if matches!(s, "s3" | "sftp" | "rest" | "http" | "https" | "file") => {
+        Some("s3") => S3Url::parse(&text).map(Location::S3),
+        Some(s) if matches!(s, "sftp" | "rest" | "http" | "https" | "file") => {
             Err(LocationError::Unsupported(text.to_string(), s.to_string()))
         }
         Some(s) => Err(LocationError::UnknownScheme(
@@ -171,8 +273,8 @@ mod tests {
             );
         }
         assert!(matches!(
-            parse(Path::new("s3:https://garage:3900/bucket")),
-            Err(LocationError::Unsupported(_, s)) if s == "s3"
+            parse(Path::new("sftp://host/x")),
+            Err(LocationError::Unsupported(_, s)) if s == "sftp"
         ));
         assert!(matches!(
             parse(Path::new("backup-host:repo")),
@@ -207,6 +309,44 @@ mod tests {
         ] {
             assert!(
                 matches!(parse(Path::new(bad)), Err(LocationError::BadUrl(..))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn s3_urls() {
+        let s3 = |t: &str| match parse(Path::new(t)) {
+            Ok(Location::S3(u)) => u,
+            other => panic!("{t}: {other:?}"),
+        };
+        let u = s3("s3:https://garage.lan:3900/backups/pve1/");
+        assert_eq!(
+            (u.scheme.as_str(), u.authority.as_str()),
+            ("https", "garage.lan:3900")
+        );
+        assert_eq!((u.bucket.as_str(), u.prefix.as_str()), ("backups", "pve1"));
+        assert_eq!(u.endpoint(), "https://garage.lan:3900/");
+        assert_eq!(u.to_string(), "s3:https://garage.lan:3900/backups/pve1");
+        let u = s3("s3:http://127.0.0.1:3900/bkt");
+        assert_eq!((u.bucket.as_str(), u.prefix.as_str()), ("bkt", ""));
+        assert_eq!(s3("s3:http://[::1]:3900/bkt/a/b").prefix, "a/b");
+        for bad in [
+            "s3:ftp://h/bkt",
+            "s3://h/bkt",
+            "s3:https://h",
+            "s3:https:///bkt",
+            "s3:https://key:secret@h/bkt",
+            "s3:https://h:0/bkt",
+            "s3:https://h:x/bkt",
+            "s3:https://h/BK",
+            "s3:https://h/-bkt",
+            "s3:https://h/bkt//p",
+            "s3:https://h/bkt/../p",
+            "s3:https://h/bkt?x=1",
+        ] {
+            assert!(
+                matches!(parse(Path::new(bad)), Err(LocationError::BadS3Url(..))),
                 "{bad}"
             );
         }

@@ -22,13 +22,7 @@ impl LocalDir {
     }
 
     fn path(&self, key: &str) -> Result<PathBuf> {
-        if key.is_empty()
-            || key
-                .split('/')
-                .any(|c| c.is_empty() || c == "." || c == "..")
-        {
-            return Err(RepoError::Invalid(format!("invalid object key {key:?}")));
-        }
+        super::check_key(key)?;
         Ok(self.root.join(key))
     }
 

@@ -8,8 +8,10 @@
 #[doc(hidden)]
 pub mod conformance;
 pub mod local;
+pub mod pipeline;
+pub mod s3;
 
-use super::error::Result;
+use super::error::{RepoError, Result};
 
 pub trait Backend: Send + Sync {
     /// Stores `data` under `key` atomically and durably. Returns `Ok(false)` without writing if
@@ -48,4 +50,17 @@ pub trait Backend: Send + Sync {
     fn append_only(&self) -> bool {
         false
     }
+}
+
+/// Refuses a key that is empty or has an empty, `.` or `..` component (so it cannot name
+/// anything outside the repository on any backend). Every backend checks keys with this.
+pub fn check_key(key: &str) -> Result<()> {
+    if key.is_empty()
+        || key
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(RepoError::Invalid(format!("invalid object key {key:?}")));
+    }
+    Ok(())
 }
