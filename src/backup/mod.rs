@@ -17,6 +17,7 @@ pub mod events;
 mod guards;
 mod image;
 mod prune;
+mod provider;
 mod volumes;
 
 #[cfg(test)]
@@ -26,6 +27,7 @@ mod tests;
 
 pub use create::{create, CreateRequest, CreateSource, Created};
 pub use dump::{archive_dump, DumpRequest, DumpResult};
+pub use provider::{container_from_directory, ContainerDirRequest};
 pub use events::{Event, JobResult, RunOutcome, Sink, Status, Stop};
 
 use crate::files_cache::{FilesCache, Mode as FilesCacheMode};
