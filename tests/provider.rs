@@ -141,11 +141,12 @@ fn fresh_storage(node: &Node, s: &Scratch) {
     );
 }
 
-/// Entries of a tree with owners, modes, sizes, link targets and content hashes (no times).
+/// Entries of a tree with owners, modes, sizes (not of directories: that is the filesystem's),
+/// link targets and content hashes (no times); ids at or above `uid_shift` are shifted down.
 fn listing(root: &Path, uid_shift: u32) -> String {
     sh(&format!(
         "cd '{}' && find . -printf '%p|%y|%m|%U|%G|%s|%l\\n' | LC_ALL=C sort | \
-         awk -F'|' -v s={uid_shift} 'BEGIN{{OFS=\"|\"}} {{ if ($4 >= s) $4 -= s; if ($5 >= s) $5 -= s; print }}' | \
+         awk -F'|' -v s={uid_shift} 'BEGIN{{OFS=\"|\"}} {{ if ($4 >= s) $4 -= s; if ($5 >= s) $5 -= s; if ($2 == \"d\") $6 = \"\"; print }}' | \
          while IFS= read -r l; do p=${{l%%|*}}; h=''; \
            if [ -f \"$p\" ] && [ ! -L \"$p\" ]; then h=$(md5sum < \"$p\" | cut -c1-32); fi; \
            echo \"$l|$h\"; done",
@@ -210,7 +211,8 @@ fn gui_job_list_config_restore_notes_and_prune() {
         c.env(k, v);
     }
     let out = run(c.args(["100:", "--json"]));
-    assert_success(&out, &["100:"]);
+    // 1: the sim's bind mount and zfs-fuse's one-by-one snapshots are warnings
+    assert!(code(&out) <= 1, "proxborg 100:: {}", stderr(&out));
     let results: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let direct = results[0]["archive"].as_str().unwrap().to_string();
     let a = s.path("via-plugin");
