@@ -40,7 +40,10 @@ fn node() -> (MutexGuard<'static, ()>, &'static Node) {
         }
         Node { env }
     });
-    let out = Command::new(sim()).args(["heal", SIM_DIR]).output().unwrap();
+    let out = Command::new(sim())
+        .args(["heal", SIM_DIR])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "pve/sim heal: {}", stderr(&out));
     (guard, node)
 }
@@ -154,28 +157,23 @@ fn listing(root: &Path, uid_shift: u32) -> String {
     ))
 }
 
-fn export_tar_into(cmd: Command, archive: &str, dest: &Path) {
+/// `proxborg export-tar ARCHIVE -` through `cmd`, unpacked by GNU tar (as root, ids as stored).
+fn export_tar_into(mut cmd: Command, archive: &str, dest: &Path) {
+    use std::process::Stdio;
     std::fs::create_dir_all(dest).unwrap();
-    let mut cmd = cmd;
-    let mut bin = format!("{:?}", cmd.get_program());
-    bin = bin.trim_matches('"').to_string();
-    let envs: String = cmd
-        .get_envs()
-        .filter_map(|(k, v)| {
-            v.map(|v| {
-                format!(
-                    "{}='{}' ",
-                    k.to_string_lossy(),
-                    v.to_string_lossy()
-                )
-            })
-        })
-        .collect();
-    let _ = &mut cmd;
-    sh(&format!(
-        "env {envs} {bin} export-tar '{archive}' - | tar -x --numeric-owner -p -C '{}'",
-        dest.display()
-    ));
+    let mut export = cmd
+        .args(["export-tar", archive, "-"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let untar = Command::new("tar")
+        .args(["-x", "--numeric-owner", "-p", "-C"])
+        .arg(dest)
+        .stdin(export.stdout.take().unwrap())
+        .status()
+        .unwrap();
+    assert!(export.wait().unwrap().success(), "export-tar {archive}");
+    assert!(untar.success(), "tar -x of {archive}");
 }
 
 #[test]
@@ -233,15 +231,27 @@ fn gui_job_list_config_restore_notes_and_prune() {
     let conf = String::from_utf8(node.harness(&s, &["extractconfig", &volid]).stdout).unwrap();
     let stored = std::fs::read_to_string(a.join("etc/vzdump/pct.conf")).unwrap();
     assert_eq!(conf, stored);
-    assert!(conf.contains("hostname: tank") && conf.contains("unprivileged: 1"), "{conf}");
-    assert!(!conf.contains("[before-upgrade]") && !conf.contains("parent:"), "{conf}");
+    assert!(
+        conf.contains("hostname: tank") && conf.contains("unprivileged: 1"),
+        "{conf}"
+    );
+    assert!(
+        !conf.contains("[before-upgrade]") && !conf.contains("parent:"),
+        "{conf}"
+    );
 
     // pct restore through `directory` (proxborg mount + PVE's tar pipe into the userns).
     let rootdir = node.dir("tmp/provider-restore-9100");
     let _ = std::fs::remove_dir_all(&rootdir);
     node.harness(
         &s,
-        &["restore", "9100", &volid, "--rootdir", rootdir.to_str().unwrap()],
+        &[
+            "restore",
+            "9100",
+            &volid,
+            "--rootdir",
+            rootdir.to_str().unwrap(),
+        ],
     );
     assert_dumps_equal(
         &listing(&rootdir, 100000),
@@ -284,7 +294,10 @@ fn gui_job_list_config_restore_notes_and_prune() {
         (second.clone(), "remove".to_string()),
         (third.clone(), "keep".to_string()),
     ];
-    let dry = node.harness(&s, &["prune", "proxborg", "100", "keep-last=1", "--dry-run"]);
+    let dry = node.harness(
+        &s,
+        &["prune", "proxborg", "100", "keep-last=1", "--dry-run"],
+    );
     assert_eq!(marks(&dry), expected);
     assert_eq!(node.list(&s).len(), 3, "a dry run removes nothing");
     let real = node.harness(&s, &["prune", "proxborg", "100", "keep-last=1"]);

@@ -16,8 +16,8 @@ mod dump;
 pub mod events;
 mod guards;
 mod image;
-mod prune;
 mod provider;
+mod prune;
 mod volumes;
 
 #[cfg(test)]
@@ -27,8 +27,8 @@ mod tests;
 
 pub use create::{create, CreateRequest, CreateSource, Created};
 pub use dump::{archive_dump, DumpRequest, DumpResult};
-pub use provider::{container_from_directory, ContainerDirRequest};
 pub use events::{Event, JobResult, RunOutcome, Sink, Status, Stop};
+pub use provider::{container_from_directory, ContainerDirRequest};
 
 use crate::files_cache::{FilesCache, Mode as FilesCacheMode};
 use crate::host::{Host, HostError};

@@ -115,7 +115,9 @@ pub fn container_from_directory(
 
 /// `./` → `""`, `./srv/data` → `"srv/data"` (item paths have no leading `./`).
 fn archive_prefix(source: &str) -> Option<String> {
-    let rest = source.strip_prefix("./").or_else(|| (source == ".").then_some(""))?;
+    let rest = source
+        .strip_prefix("./")
+        .or_else(|| (source == ".").then_some(""))?;
     let rest = rest.trim_end_matches('/');
     if rest.split('/').any(|c| c == ".." || c == ".") || rest.starts_with('/') {
         return None;
