@@ -309,3 +309,56 @@ fn gui_job_list_config_restore_notes_and_prune() {
         .collect();
     assert_eq!(left, vec![volid.clone(), third.clone()]);
 }
+
+#[test]
+fn failures_are_one_line_and_leave_nothing_behind() {
+    let (_g, node) = node();
+    ensure_subids();
+    let s = Scratch::new();
+    fresh_storage(node, &s);
+    let vzdump = |vmid: &str| {
+        node.pve(&s, "vzdump")
+            .args([vmid, "--storage", "proxborg"])
+            .output()
+            .unwrap()
+    };
+    // A VM: the plugin refuses it in backup_init, with one line in the task log.
+    let out = vzdump("200");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("ERROR: Backup of VM 200 failed - proxborg: VM backups are not supported"),
+        "{err}"
+    );
+
+    // A wrong passphrase: proxborg's own error line, no archive, no snapshot, no run dir.
+    let pw = node.dir("etc/pve/priv/storage/proxborg.pw");
+    std::fs::write(&pw, "not the passphrase").unwrap();
+    let out = vzdump("100");
+    std::fs::write(&pw, PASS).unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("ERROR: Backup of VM 100 failed"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(line.contains("wrong passphrase"), "{line}");
+    assert!(node.list(&s).is_empty());
+    let leftovers = node
+        .pve(&s, "zfs")
+        .args(["list", "-H", "-o", "name", "-t", "all"])
+        .output();
+    let leftovers = String::from_utf8(leftovers.unwrap().stdout).unwrap();
+    let pool = format!("{}/", node.get("PROXBORG_SIM_POOL"));
+    assert!(
+        !leftovers
+            .lines()
+            .any(|l| l.starts_with(&pool) && (l.contains("vzsnap") || l.contains("@vzdump"))),
+        "{leftovers}"
+    );
+    let run = node.dir("run/proxborg-plugin");
+    let left: Vec<_> = std::fs::read_dir(&run)
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
