@@ -85,9 +85,10 @@ sub proxborg_env {
     return $env;
 }
 
-# Runs proxborg; returns its stdout. Dies with one line: proxborg's own error line.
+# Runs proxborg; returns its stdout and adds its warning lines to @$warnings if given. Dies
+# with one line: proxborg's own error line.
 sub run_proxborg {
-    my ($scfg, $storeid, $args, $stdin) = @_;
+    my ($scfg, $storeid, $args, $stdin, $warnings) = @_;
     my $env = proxborg_env($scfg, $storeid);
     local @ENV{ keys %$env } = values %$env;
     my $err = File::Temp->new();
@@ -100,14 +101,16 @@ sub run_proxborg {
     close($out);
     waitpid($pid, 0);
     my $rc = $? >> 8;
+    seek($err, 0, 0);
+    my @lines = grep { /\S/ } <$err>;
+    chomp @lines;
     if ($? != 0 && $rc != 1) {    # 1: finished with warnings
-        seek($err, 0, 0);
-        my @lines = grep { /\S/ } <$err>;
-        my $msg = @lines ? $lines[-1] : "exit code $rc\n";
-        chomp $msg;
+        my $msg = @lines ? $lines[-1] : "exit code $rc";
         $msg =~ s/^proxborg: (error: )?//;
         die "proxborg $args->[0] failed: $msg\n";
     }
+    push @$warnings, map { s/^proxborg: warning: //r } grep { /^proxborg: warning: / } @lines
+        if $warnings;
     return $stdout;
 }
 
@@ -441,8 +444,10 @@ sub helper {
     push @args, map { ('--source', $_) } @{ $info->{sources} };
     push @args, map { "--exclude=$_" } @{ $req->{excludes} // [] };
     $self->log('info', "creating proxborg archive '$name' from $info->{directory}");
+    my $warnings = [];
     my $out = PVE::Storage::Custom::ProxborgPlugin::run_proxborg(
-        $self->{scfg}, $self->{storeid}, \@args);
+        $self->{scfg}, $self->{storeid}, \@args, undef, $warnings);
+    $self->log('warn', $_) for @$warnings;    # each one counts as a task warning
     my $r = JSON::PP::decode_json($out);
     my $result = { ok => 1, size => $r->{size} // 0, added => $r->{added} // 0 };
     $write->('result.json', JSON::PP::encode_json($result));
