@@ -459,6 +459,7 @@ sub backup_container {
     my ($self, $vmid, $guest_config, $exclude_patterns, $info) = @_;
     my $job = $self->{job}->{$vmid} // die "backup_container: no backup_container_prepare\n";
     my ($req_w, $res_r) = @$job{qw(req res)};
+    local $SIG{PIPE} = 'IGNORE';    # a dead helper is an error message, not a silent kill
     print $req_w JSON::PP::encode_json({ config => $guest_config, excludes => $exclude_patterns })
         . "\n" or die "proxborg helper is gone: $!\n";
     my $line = <$res_r>;
