@@ -197,6 +197,7 @@ fn gui_job_list_config_restore_notes_and_prune() {
     assert_eq!(v["content"], "backup");
     assert_eq!(v["notes"], "tank");
     assert_eq!(v["protected"], 0);
+    assert_eq!(v["encrypted"], "proxborg repokey");
     assert!(v["ctime"].as_i64().unwrap() > 1_700_000_000);
     assert!(v["size"].as_u64().unwrap() > 0);
     let name = volid.strip_prefix("proxborg:backup/").unwrap().to_string();

@@ -237,6 +237,10 @@ sub list_volumes {
     my ($class, $storeid, $scfg, $vmid, $content_types) = @_;
     return [] if !grep { $_ eq 'backup' } @{ $content_types // ['backup'] };
     my $archives = archives($scfg, $storeid);
+    return [] if !%$archives;
+    # The whole repository is encrypted or not; the GUI shows a lock for a true value.
+    my $info = JSON::PP::decode_json(run_proxborg($scfg, $storeid, ['info', '--json']));
+    my $enc = $info->{encryption} // 'none';
     my $res = [];
     for my $name (sort keys %$archives) {
         my $m = $archives->{$name};
@@ -252,7 +256,7 @@ sub list_volumes {
             subtype => 'lxc',
             notes => $m->{notes} // '',
             protected => $m->{protected} ? 1 : 0,
-            encrypted => undef,
+            encrypted => $enc ne 'none' ? "proxborg $enc" : undef,
         };
     }
     return $res;
