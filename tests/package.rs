@@ -18,6 +18,7 @@ fn deb_contains_everything_installs_and_verifies() {
     for path in [
         "./usr/bin/proxborg",
         "./usr/share/proxborg/proxborg-vzdump-hook",
+        "./usr/share/perl5/PVE/Storage/Custom/ProxborgPlugin.pm",
         "./usr/share/doc/proxborg/examples/proxborg.conf",
         "./usr/share/man/man1/proxborg.1.gz",
         "./usr/share/man/man1/proxborg-create.1.gz",

@@ -324,6 +324,10 @@ def main(args):
         raise Fail("cannot use options 'storage' and 'stdout' at the same time")
     storage = opts.get("storage")
     dumpdir = opts.get("dumpdir")
+    if storage and not stdout and (node.storage().get(storage) or {}).get("type") == "proxborg":
+        # a backup-provider storage: PVE's provider path, replayed in Perl with the plugin
+        os.execv(os.path.join(node.dir, "bin", "vzdump-provider"),
+                 ["vzdump-provider", "backup"] + args)
     job = Job(opts, node)
     # one vzdump per node at a time, as PVE's /var/run/vzdump.lock (it waits, it does not fail)
     os.makedirs(os.path.join(node.dir, "run"), exist_ok=True)

@@ -37,7 +37,12 @@ pub(super) fn run(ctx: &JobCtx, job: &FilesJob, snapshot: &str) -> JobResultOf {
     ctx.checkpoint()?;
 
     let mut builder = ArchiveBuilder::new(ctx.repo, ctx.options.compression);
-    add_vzdump_files(&mut builder, job)?;
+    add_vzdump_files(
+        &mut builder,
+        job.vzdump_file_owner(),
+        &job.pct_conf,
+        &job.pct_fw,
+    )?;
     let mut cache = ctx.files_cache();
     let excludes: Vec<String> = VZDUMP_EXCLUDES
         .iter()
@@ -134,17 +139,21 @@ fn snapshot_volumes(
 }
 
 /// `./etc/vzdump/pct.conf` and `./etc/vzdump/pct.fw` lead the archive as in vzdump's,
-/// owned as vzdump's tar records them.
-fn add_vzdump_files(builder: &mut ArchiveBuilder, job: &FilesJob) -> Result<(), BackupError> {
-    let (uid, gid) = job.vzdump_file_owner();
+/// owned as vzdump's tar records them (`FilesJob::vzdump_file_owner`).
+pub(super) fn add_vzdump_files(
+    builder: &mut ArchiveBuilder,
+    (uid, gid): (u32, u32),
+    pct_conf: &str,
+    pct_fw: &str,
+) -> Result<(), BackupError> {
     let now = jiff::Timestamp::now();
     let t = Timestamp {
         secs: now.as_second(),
         nanos: 0,
     };
     for (name, text) in [
-        ("etc/vzdump/pct.conf", &job.pct_conf),
-        ("etc/vzdump/pct.fw", &job.pct_fw),
+        ("etc/vzdump/pct.conf", pct_conf),
+        ("etc/vzdump/pct.fw", pct_fw),
     ] {
         let mut item = Item::new(name.as_bytes().to_vec(), Kind::File);
         item.mode = 0o644;

@@ -16,6 +16,7 @@ mod dump;
 pub mod events;
 mod guards;
 mod image;
+mod provider;
 mod prune;
 mod volumes;
 
@@ -27,6 +28,7 @@ mod tests;
 pub use create::{create, CreateRequest, CreateSource, Created};
 pub use dump::{archive_dump, DumpRequest, DumpResult};
 pub use events::{Event, JobResult, RunOutcome, Sink, Status, Stop};
+pub use provider::{container_from_directory, ContainerDirRequest};
 
 use crate::files_cache::{FilesCache, Mode as FilesCacheMode};
 use crate::host::{Host, HostError};

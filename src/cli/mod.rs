@@ -22,6 +22,7 @@ mod list;
 mod mount;
 mod progress;
 mod prune;
+mod pve_container_archive;
 mod restore;
 mod serve;
 mod umount;
@@ -107,6 +108,10 @@ enum Command {
     Cleanup,
     /// Run as a vzdump hook: archive the finished dump at backup-end (see hooks/)
     VzdumpHook(vzdump_hook::Args),
+    /// The PVE backup-provider plugin's backup step: a prepared directory as a container
+    /// archive (see packaging/perl)
+    #[command(hide = true)]
+    PveContainerArchive(pve_container_archive::Args),
     /// Print a shell completion script
     Completions(generate::CompletionArgs),
     /// Write man pages into a directory (used by the package build)
@@ -152,6 +157,7 @@ fn dispatch(global: &Global, command: Command) -> anyhow::Result<Outcome> {
         Command::Compact(a) => compact::run(cli.global, a),
         Command::Config(c) => config::run(cli.global, c),
         Command::VzdumpHook(a) => vzdump_hook::run(cli.global, a),
+        Command::PveContainerArchive(a) => pve_container_archive::run(cli.global, a),
         Command::Serve(a) => serve::run(a),
         Command::Cleanup => backup::cleanup(),
         Command::Completions(a) => generate::completions(a),
