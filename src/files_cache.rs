@@ -467,7 +467,12 @@ fn read_varint(r: &mut impl Read, hasher: &mut blake3::Hasher) -> Result<u64, Ca
 /// `$XDG_CACHE_HOME/proxborg`, else `/var/cache/proxborg` for root and `~/.cache/proxborg`.
 /// The id is a `RepoId`, so it is hex and can only name a directory inside the base.
 pub fn cache_dir(repo_id: &crate::repo::RepoId) -> PathBuf {
-    let base = if let Some(d) = std::env::var_os("PROXBORG_CACHE_DIR") {
+    cache_base().join(repo_id.as_str())
+}
+
+/// The client cache's base directory (see `cache_dir`).
+pub fn cache_base() -> PathBuf {
+    if let Some(d) = std::env::var_os("PROXBORG_CACHE_DIR") {
         PathBuf::from(d)
     } else if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
         PathBuf::from(d).join("proxborg")
@@ -476,8 +481,7 @@ pub fn cache_dir(repo_id: &crate::repo::RepoId) -> PathBuf {
     } else {
         let home = std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into());
         PathBuf::from(home).join(".cache/proxborg")
-    };
-    base.join(repo_id.as_str())
+    }
 }
 
 #[cfg(test)]

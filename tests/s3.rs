@@ -298,3 +298,45 @@ fn a_stopped_endpoint_is_one_line_and_the_rerun_reuses_what_was_uploaded() {
     assert!(added < original, "the rerun reused uploaded packs: {info}");
     ok(cmd(&g, &s, &url).args(["check", "--verify-data"]));
 }
+
+#[test]
+fn an_unchanged_backup_moves_little_over_the_wire_thanks_to_the_caches() {
+    let g = Garage::start();
+    let s = Scratch::new();
+    let src = s.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..400u64 {
+        std::fs::write(src.join(format!("f{i}")), noise(24 << 10, i)).unwrap();
+    }
+    let url = g.url(0, "unchanged");
+    ok(cmd(&g, &s, &url).args(["init", "--encryption", "repokey"]));
+    let transferred = |name: &str| {
+        let out = ok(cmd(&g, &s, &url).args(["create", "--json", name]).arg(&src));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let t = &v["transferred"];
+        (t["sent"].as_u64().unwrap(), t["received"].as_u64().unwrap())
+    };
+    let (first_sent, _) = transferred("first");
+    assert!(first_sent > 9 << 20, "the data went up: {first_sent}");
+    let b = backend(&g, "unchanged");
+    for name in ["second", "third"] {
+        let (sent, received) = transferred(name);
+        eprintln!("unchanged backup {name}: {sent} bytes sent, {received} received");
+        assert!(
+            sent < 1 << 20 && received < 1 << 20,
+            "{name}: {sent} sent, {received} received"
+        );
+        // Without the metadata cache every index and archive file would come down again.
+        let metadata: u64 = ["index", "archives"]
+            .iter()
+            .flat_map(|d| b.list(d).unwrap())
+            .map(|k| b.size(&k).unwrap())
+            .sum();
+        assert!(
+            received < metadata / 2,
+            "{received} received, {metadata} of index and archive files"
+        );
+    }
+    // The cached index and archive files are what the remote has: a check agrees.
+    ok(cmd(&g, &s, &url).args(["check", "--verify-data"]));
+}

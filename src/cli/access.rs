@@ -5,7 +5,7 @@
 
 use super::Global;
 use crate::repo::backend::s3::{self, S3Backend};
-use crate::repo::backend::{local::LocalDir, Backend};
+use crate::repo::backend::{local::LocalDir, meta_cache::MetaCache, Backend};
 use crate::repo::key::WrappedKey;
 use crate::repo::location::Location;
 use crate::repo::lock::{Lock, LockKind};
@@ -133,16 +133,23 @@ pub fn lock_wait(global: &Global) -> Result<Duration> {
     ))
 }
 
-/// The backend for a location: a directory, or a connection to `proxborg serve` over ssh.
+/// The backend for a location: a directory, a connection to `proxborg serve` over ssh, or an
+/// S3 bucket. Remote ones keep their index and archive files in the local cache
+/// (`backend::meta_cache`), under one directory per location.
 pub fn backend_at(location: &Location) -> Result<Arc<dyn Backend>> {
-    Ok(match location {
-        Location::Local(path) => Arc::new(LocalDir::new(path)),
+    let remote: Arc<dyn Backend> = match location {
+        Location::Local(path) => return Ok(Arc::new(LocalDir::new(path))),
         Location::Ssh(url) => Arc::new(
             crate::remote::client::SshBackend::connect(url.clone())
                 .with_context(|| format!("repository {location}"))?,
         ),
         Location::S3(url) => Arc::new(s3_backend(url)?),
-    })
+    };
+    let name = blake3::hash(remote.canonical_location().as_bytes()).to_hex();
+    let dir = crate::files_cache::cache_base()
+        .join("remote")
+        .join(&name.as_str()[..32]);
+    Ok(Arc::new(MetaCache::new(remote, dir)))
 }
 
 /// An S3 backend with its access key: `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, or the

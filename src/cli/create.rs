@@ -134,9 +134,11 @@ fn idmap_of(args: &Args) -> Result<Option<IdMap>> {
 
 fn report(args: &Args, id: &ObjectId, m: &Manifest) -> Result<()> {
     if args.json {
+        let (sent, received) = crate::repo::backend::traffic::totals();
         let out = serde_json::json!({
             "archive": { "name": m.name, "id": id.to_hex(), "start": m.start, "end": m.end,
-                         "metadata": m.metadata, "stats": m.stats }
+                         "metadata": m.metadata, "stats": m.stats },
+            "transferred": { "sent": sent, "received": received },
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     }
@@ -148,6 +150,14 @@ fn report(args: &Args, id: &ObjectId, m: &Manifest) -> Result<()> {
         eprintln!("Chunks:         {} ({} new)", s.chunks, s.new_chunks);
         eprintln!("Added to repo:  {}", bytesize::ByteSize(s.added_size));
         eprintln!("Warnings:       {}", s.warnings);
+        let (sent, received) = crate::repo::backend::traffic::totals();
+        if sent + received > 0 {
+            eprintln!(
+                "Transferred:    {} sent, {} received",
+                bytesize::ByteSize(sent),
+                bytesize::ByteSize(received)
+            );
+        }
     }
     Ok(())
 }

@@ -197,6 +197,7 @@ impl SshBackend {
             // A write error means the connection is going away: the reader thread sees the
             // end and answers every pending call, this one included, with the reason.
             let _ = w.write_all(&frame).and_then(|_| w.flush());
+            crate::repo::backend::traffic::sent(frame.len() as u64);
         }
         Ok(rx)
     }
@@ -292,6 +293,7 @@ fn read_loop(r: &mut impl Read, shared: &Mutex<Shared>) -> String {
             let mut body = vec![0u8; len];
             r.read_exact(&mut body)
                 .map_err(|_| wire::WireError::Truncated)?;
+            crate::repo::backend::traffic::received(4 + len as u64);
             wire::decode_response(&body)
         });
         let (id, resp) = match decoded {

@@ -8,8 +8,10 @@
 #[doc(hidden)]
 pub mod conformance;
 pub mod local;
+pub mod meta_cache;
 pub mod pipeline;
 pub mod s3;
+pub mod traffic;
 
 use super::error::{RepoError, Result};
 

@@ -167,6 +167,7 @@ impl Inner {
         range: Option<(u64, usize)>,
     ) -> std::result::Result<Answer, Failure> {
         let transport = |e: ureq::Error| Failure::Transport(e.to_string());
+        super::traffic::sent(body.len() as u64 + url.len() as u64);
         let mut response = match method {
             "PUT" => self.agent.put(url).send(body).map_err(transport)?,
             "GET" => {
@@ -198,6 +199,7 @@ impl Inner {
                 .take(limit)
                 .read_to_end(&mut body)
                 .map_err(|e| Failure::Transport(e.to_string()))?;
+            super::traffic::received(body.len() as u64);
         }
         Ok(Answer {
             status,
