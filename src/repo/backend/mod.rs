@@ -8,6 +8,7 @@
 #[doc(hidden)]
 pub mod conformance;
 pub mod local;
+pub mod throttle;
 
 use super::error::Result;
 
