@@ -277,7 +277,8 @@ fn unwrap_secret(w: &WrappedKey, passphrase: &[u8], floor: bool) -> Result<Secre
             .decrypt(&nonce, &blob[24..])
             .map_err(|_| RepoError::WrongPassphrase)?,
     );
-    Secret::decode(&plain).ok_or_else(|| RepoError::corrupt("key", "wrapped key has the wrong length"))
+    Secret::decode(&plain)
+        .ok_or_else(|| RepoError::corrupt("key", "wrapped key has the wrong length"))
 }
 
 #[cfg(test)]
@@ -288,8 +289,12 @@ mod tests {
     fn wrap_unwrap_and_wrong_passphrase() {
         std::env::set_var("PROXBORG_TEST_FAST_KDF", "1");
         let master = [7u8; 32];
-        let w = wrap(&master, b"secret").unwrap();
-        assert_eq!(*unwrap(&w, b"secret").unwrap(), master);
+        let secret = Secret {
+            master: Zeroizing::new(master),
+            ids: None,
+        };
+        let w = wrap(&secret, b"secret").unwrap();
+        assert_eq!(*unwrap(&w, b"secret").unwrap().master, master);
         assert!(matches!(
             unwrap(&w, b"wrong"),
             Err(RepoError::WrongPassphrase)

@@ -87,7 +87,10 @@ pub struct Limiter {
 impl Limiter {
     /// `kib_per_s` KiB/s on the real clock.
     pub fn new(kib_per_s: u64) -> Arc<Self> {
-        Self::with_clock(kib_per_s.saturating_mul(1024), Arc::new(RealClock::default()))
+        Self::with_clock(
+            kib_per_s.saturating_mul(1024),
+            Arc::new(RealClock::default()),
+        )
     }
 
     pub fn with_clock(bytes_per_s: u64, clock: Arc<dyn Clock>) -> Arc<Self> {
