@@ -1,7 +1,8 @@
 //! `proxborg sync SRC DST [ARCHIVE|--series S|--all]`: copy archives between repositories
 //! (`crate::sync`). DST is opened like `create` opens its repository (its passphrase,
 //! a shared lock); SRC with the `PROXBORG_SRC_*` secrets, read only. `--bwlimit` holds the
-//! bytes read from SRC and written to DST, together, to one rate.
+//! bytes read from SRC to the rate, and the bytes written to DST to it too (two buckets: one
+//! of the two is usually the network, and its use is then the rate, not half of it).
 
 use super::{access, warn, Global, Outcome};
 use crate::repo::backend::throttle::{Limiter, Throttled};
@@ -49,9 +50,8 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
         access::raw_backend(&dst_loc)?,
     );
     if let Some(kib) = access::bwlimit(global)? {
-        let limiter = Limiter::new(kib);
-        src_backend = Throttled::wrap(src_backend, limiter.clone(), true);
-        dst_backend = Throttled::wrap(dst_backend, limiter, false);
+        src_backend = Throttled::wrap(src_backend, Limiter::new(kib), true);
+        dst_backend = Throttled::wrap(dst_backend, Limiter::new(kib), false);
     }
     let (src, mut warnings) = access::open_other(src_backend, &src_loc)?;
     // A dry run takes no lock: it writes nothing at all to DST.

@@ -78,7 +78,7 @@ impl Clock for RealClock {
     }
 }
 
-/// One rate shared by every backend wrapped with it (sync's source and destination).
+/// One rate, shared by every backend wrapped with the same limiter.
 pub struct Limiter {
     bucket: Mutex<Bucket>,
     clock: Arc<dyn Clock>,
