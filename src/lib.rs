@@ -25,6 +25,7 @@ pub mod restore;
 pub mod retention;
 pub mod retrieve;
 pub mod settings;
+pub mod sync;
 pub mod tree;
 pub mod varint;
 pub mod vma;

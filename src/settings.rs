@@ -18,6 +18,7 @@
 //! hostname-in-name: 0
 //! pve-root: /etc/pve
 //! lock-wait: 120
+//! bwlimit: 10240                             (KiB/s written to the repository; sync: also read)
 //! ```
 //! Parsing is pure (`parse`); every bad line is reported with its number, all at once.
 
@@ -45,6 +46,7 @@ pub struct Settings {
     pub lock_wait: Option<u64>,
     pub s3_credentials_file: Option<PathBuf>,
     pub s3_region: Option<String>,
+    pub bwlimit: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -137,6 +139,13 @@ fn apply(s: &mut Settings, key: &str, value: &str) -> Result<(), String> {
                     .map_err(|_| format!("lock-wait must be seconds, not {value:?}"))?,
             )
         }
+        "bwlimit" => {
+            s.bwlimit = Some(
+                value
+                    .parse()
+                    .map_err(|_| format!("bwlimit must be KiB/s, not {value:?}"))?,
+            )
+        }
         _ => return Err(format!("unknown setting {key:?}")),
     }
     Ok(())
@@ -178,7 +187,7 @@ mod tests {
     fn parses_a_full_file() {
         let text = "# proxborg\nrepo: /srv/repo\npassphrase-file: /etc/pass\ncompression: zstd,5\n\
             exclude: /tmp/*\nexclude: *.iso\nkeep-daily: 7\nkeep-within: 2d\nprune: 1\n\
-            targets: 100: tank:! @prod\nremove-dump: yes\n  file-level : 1\nlock-wait: 30\n";
+            targets: 100: tank:! @prod\nremove-dump: yes\n  file-level : 1\nlock-wait: 30\nbwlimit: 512\n";
         let s = parse(text, "t").unwrap();
         assert_eq!(s.repo, Some(PathBuf::from("/srv/repo")));
         assert_eq!(s.compression, Some("zstd,5".parse().unwrap()));
@@ -188,6 +197,7 @@ mod tests {
         assert!(s.prune && s.remove_dump && s.file_level && !s.prune_on_warnings);
         assert_eq!(s.targets, ["100:", "tank:!", "@prod"]);
         assert_eq!(s.lock_wait, Some(30));
+        assert_eq!(s.bwlimit, Some(512));
     }
 
     #[test]

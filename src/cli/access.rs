@@ -2,9 +2,15 @@
 //! A passphrase comes from `PROXBORG_PASSPHRASE`, `PROXBORG_PASSPHRASE_FILE` or
 //! `PROXBORG_PASSPHRASE_COMMAND` (never from argv, so it never shows in `ps`); a `keyfile`
 //! repository's key lives at `PROXBORG_KEY_FILE` or `~/.config/proxborg/keys/<repo id>`.
+//!
+//! A second repository (the source of `sync`, the `--chunker-params-from` of `init`) takes
+//! its secrets from `PROXBORG_SRC_PASSPHRASE`, `PROXBORG_SRC_PASSPHRASE_FILE`,
+//! `PROXBORG_SRC_PASSPHRASE_COMMAND` and `PROXBORG_SRC_KEY_FILE`; when none of the passphrase
+//! ones is set, it uses the same passphrase as the first (the usual case).
 
 use super::Global;
 use crate::repo::backend::s3::{self, S3Backend};
+use crate::repo::backend::throttle::{Limiter, Throttled};
 use crate::repo::backend::{local::LocalDir, meta_cache::MetaCache, Backend};
 use crate::repo::key::WrappedKey;
 use crate::repo::location::Location;
@@ -26,18 +32,72 @@ impl Credentials for EnvCredentials {
     }
 
     fn key_file(&self, repo_id: &str) -> Result<WrappedKey, RepoError> {
-        let id = RepoId::parse(repo_id)
-            .ok_or_else(|| RepoError::Invalid(format!("invalid repository id {repo_id:?}")))?;
-        let path = key_file_path(&id);
-        let text = std::fs::read(&path).map_err(|e| {
-            RepoError::NeedPassphrase(format!(
-                "key file {} of this keyfile repository: {e}",
-                path.display()
-            ))
-        })?;
-        serde_json::from_slice(&text)
-            .map_err(|e| RepoError::Invalid(format!("key file {}: {e}", path.display())))
+        read_key_file(repo_id, key_file_path)
     }
+}
+
+/// The secrets of the second repository (`PROXBORG_SRC_*`, see the module text).
+pub struct SrcCredentials;
+
+const SRC_PASSPHRASE_VARS: [&str; 3] = [
+    "PROXBORG_SRC_PASSPHRASE",
+    "PROXBORG_SRC_PASSPHRASE_FILE",
+    "PROXBORG_SRC_PASSPHRASE_COMMAND",
+];
+
+impl Credentials for SrcCredentials {
+    fn passphrase(&self) -> Result<Zeroizing<String>, RepoError> {
+        if SRC_PASSPHRASE_VARS
+            .iter()
+            .all(|v| std::env::var_os(v).is_none())
+        {
+            return EnvCredentials.passphrase();
+        }
+        src_passphrase().map_err(|e| RepoError::NeedPassphrase(format!("{e:#}")))
+    }
+
+    fn key_file(&self, repo_id: &str) -> Result<WrappedKey, RepoError> {
+        read_key_file(repo_id, |id| {
+            match std::env::var_os("PROXBORG_SRC_KEY_FILE") {
+                Some(p) => PathBuf::from(p),
+                None => default_key_file_path(id),
+            }
+        })
+    }
+}
+
+fn src_passphrase() -> Result<Zeroizing<String>> {
+    let [pass, file, cmd] = SRC_PASSPHRASE_VARS;
+    if let Ok(p) = std::env::var(pass) {
+        return Ok(Zeroizing::new(p));
+    }
+    if let Some(path) = std::env::var_os(file) {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("{file} {}", PathBuf::from(&path).display()))?;
+        return Ok(first_line(text));
+    }
+    let command = std::env::var(cmd).with_context(|| format!("{cmd} is not UTF-8"))?;
+    let out =
+        crate::host::runner::run_shell(&command).with_context(|| format!("{cmd} {command:?}"))?;
+    let text = String::from_utf8(out).with_context(|| format!("{cmd} printed non-UTF-8"))?;
+    Ok(Zeroizing::new(strip_newline(text)))
+}
+
+fn read_key_file(
+    repo_id: &str,
+    path_of: impl Fn(&RepoId) -> PathBuf,
+) -> Result<WrappedKey, RepoError> {
+    let id = RepoId::parse(repo_id)
+        .ok_or_else(|| RepoError::Invalid(format!("invalid repository id {repo_id:?}")))?;
+    let path = path_of(&id);
+    let text = std::fs::read(&path).map_err(|e| {
+        RepoError::NeedPassphrase(format!(
+            "key file {} of this keyfile repository: {e}",
+            path.display()
+        ))
+    })?;
+    serde_json::from_slice(&text)
+        .map_err(|e| RepoError::Invalid(format!("key file {}: {e}", path.display())))
 }
 
 /// The settings file, read once; a broken file is an error for every command (it would
@@ -111,6 +171,10 @@ pub fn key_file_path(repo_id: &RepoId) -> PathBuf {
     if let Some(p) = std::env::var_os("PROXBORG_KEY_FILE") {
         return PathBuf::from(p);
     }
+    default_key_file_path(repo_id)
+}
+
+fn default_key_file_path(repo_id: &RepoId) -> PathBuf {
     let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
     PathBuf::from(home)
         .join(".config/proxborg/keys")
@@ -133,10 +197,25 @@ pub fn lock_wait(global: &Global) -> Result<Duration> {
     ))
 }
 
+/// `--bwlimit` (or `bwlimit` in the settings file), in KiB/s.
+pub fn bwlimit(global: &Global) -> Result<Option<u64>> {
+    Ok(global.bwlimit.or(settings()?.bwlimit).filter(|&n| n > 0))
+}
+
+/// The backend for a location; with `--bwlimit`, writes through it are held to that rate
+/// (`backend::throttle`).
+pub fn backend_at(global: &Global, location: &Location) -> Result<Arc<dyn Backend>> {
+    let backend = raw_backend(location)?;
+    Ok(match bwlimit(global)? {
+        Some(kib) => Throttled::wrap(backend, Limiter::new(kib), false),
+        None => backend,
+    })
+}
+
 /// The backend for a location: a directory, a connection to `proxborg serve` over ssh, or an
 /// S3 bucket. Remote ones keep their index and archive files in the local cache
 /// (`backend::meta_cache`), under one directory per location.
-pub fn backend_at(location: &Location) -> Result<Arc<dyn Backend>> {
+pub fn raw_backend(location: &Location) -> Result<Arc<dyn Backend>> {
     let remote: Arc<dyn Backend> = match location {
         Location::Local(path) => return Ok(Arc::new(LocalDir::new(path))),
         Location::Ssh(url) => Arc::new(
@@ -192,29 +271,51 @@ pub fn s3_backend(url: &crate::repo::location::S3Url) -> Result<S3Backend> {
     )?)
 }
 
-/// Where the repository is and its backend; a local one must be an existing directory.
-fn existing(global: &Global) -> Result<(Location, Arc<dyn Backend>)> {
-    let location = repo_location(global)?;
-    if let Location::Local(path) = &location {
+/// A local repository must be an existing directory (a backend would create it).
+pub fn require_existing(location: &Location) -> Result<()> {
+    if let Location::Local(path) = location {
         if !path.is_dir() {
             bail!("repository {}: no such directory", path.display());
         }
     }
-    let backend = backend_at(&location)?;
+    Ok(())
+}
+
+/// Where the repository is and its backend; a local one must be an existing directory.
+fn existing(global: &Global) -> Result<(Location, Arc<dyn Backend>)> {
+    let location = repo_location(global)?;
+    require_existing(&location)?;
+    let backend = backend_at(global, &location)?;
     Ok((location, backend))
 }
 
 /// Opens the repository; damaged index files are reported as warnings (returns their count).
 pub fn open(global: &Global) -> Result<(Repository, u64)> {
     let (location, backend) = existing(global)?;
-    load_index(unlock(backend, &location)?, &location)
+    load_index(unlock(backend, &location, &EnvCredentials)?, &location)
+}
+
+/// Opens a second repository (sync's source, init's `--chunker-params-from`) with the
+/// `PROXBORG_SRC_*` secrets, read only: no lock, nothing written.
+pub fn open_other(backend: Arc<dyn Backend>, location: &Location) -> Result<(Repository, u64)> {
+    load_index(unlock(backend, location, &SrcCredentials)?, location)
 }
 
 /// Verifies the repository (nothing is written to one that is refused), takes a shared lock
 /// (see `repo::lock`), then loads the index, so it stays valid for as long as the lock is held.
 pub fn open_locked(global: &Global, command: &str) -> Result<(Repository, Lock, u64)> {
     let (location, backend) = existing(global)?;
-    let repo = unlock(backend, &location)?;
+    open_locked_at(global, backend, &location, command)
+}
+
+/// `open_locked` for a backend the caller made.
+pub fn open_locked_at(
+    global: &Global,
+    backend: Arc<dyn Backend>,
+    location: &Location,
+    command: &str,
+) -> Result<(Repository, Lock, u64)> {
+    let repo = unlock(backend, location, &EnvCredentials)?;
     let lock = Lock::acquire(
         repo.backend().clone(),
         LockKind::Shared,
@@ -223,17 +324,21 @@ pub fn open_locked(global: &Global, command: &str) -> Result<(Repository, Lock, 
         &mut |m| super::warn(m),
     )
     .with_context(|| format!("repository {location}"))?;
-    let (repo, damaged) = load_index(repo, &location)?;
+    let (repo, damaged) = load_index(repo, location)?;
     Ok((repo, lock, damaged))
 }
 
 /// Opens and verifies against this client's security record (`repo::trust`).
-fn unlock(backend: Arc<dyn Backend>, location: &Location) -> Result<Repository> {
-    Repository::unlock(backend, &EnvCredentials, Some(&TrustStore::from_env()))
+pub fn unlock(
+    backend: Arc<dyn Backend>,
+    location: &Location,
+    creds: &dyn Credentials,
+) -> Result<Repository> {
+    Repository::unlock(backend, creds, Some(&TrustStore::from_env()))
         .with_context(|| format!("repository {location}"))
 }
 
-fn load_index(mut repo: Repository, location: &Location) -> Result<(Repository, u64)> {
+pub fn load_index(mut repo: Repository, location: &Location) -> Result<(Repository, u64)> {
     repo.reload_index()
         .with_context(|| format!("repository {location}"))?;
     for d in repo.damaged_indexes() {

@@ -17,10 +17,28 @@ pub struct Args {
     /// Refuse delete, prune and compact in this repository
     #[arg(long)]
     append_only: bool,
+    /// Give the new repository the same chunk ids as REPO (its chunker parameters, id key
+    /// and chunker seed; a fresh encryption key), so `proxborg sync` between them copies
+    /// chunks by id. REPO's passphrase: PROXBORG_SRC_PASSPHRASE(_FILE|_COMMAND), else the same
+    #[arg(long, value_name = "REPO")]
+    chunker_params_from: Option<std::path::PathBuf>,
 }
 
 pub fn run(global: &Global, args: Args) -> Result<Outcome> {
     let location = access::repo_location(global)?;
+    let same_ids_as = match &args.chunker_params_from {
+        Some(other) => {
+            let other = crate::repo::location::parse(other)?;
+            access::require_existing(&other)?;
+            let repo = access::unlock(
+                access::raw_backend(&other)?,
+                &other,
+                &access::SrcCredentials,
+            )?;
+            Some(repo.id_scheme())
+        }
+        None => None,
+    };
     match &location {
         Location::Local(path) => std::fs::create_dir_all(path)
             .with_context(|| format!("creating repository directory {}", path.display()))?,
@@ -35,11 +53,12 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
         Location::Ssh(_) => {}
     }
     let (repo, keyfile) = Repository::init(
-        access::backend_at(&location)?,
+        access::backend_at(global, &location)?,
         InitOptions {
             encryption: args.encryption,
             compression: args.compression,
             append_only: args.append_only,
+            same_ids_as,
         },
         &access::EnvCredentials,
     )

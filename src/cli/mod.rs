@@ -25,6 +25,7 @@ mod prune;
 mod pve_container_archive;
 mod restore;
 mod serve;
+mod sync;
 mod umount;
 mod vzdump_hook;
 
@@ -60,6 +61,10 @@ pub struct Global {
     /// [default: 120, or lock-wait in the settings file]
     #[arg(long, global = true, value_name = "SECONDS")]
     lock_wait: Option<u64>,
+    /// Limit bytes written to the repository (and, for sync, read from the source) to this
+    /// many KiB/s [default: bwlimit in the settings file, else no limit]
+    #[arg(long, global = true, value_name = "KIB/S")]
+    bwlimit: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -97,6 +102,8 @@ enum Command {
     Delete(delete::Args),
     /// Delete archives by retention rules, per series
     Prune(prune::Args),
+    /// Copy archives from one repository to another with only the data the other lacks
+    Sync(sync::Args),
     /// Free the space of data no archive references
     Compact(compact::Args),
     /// Repository settings (append-only) and the settings file (check)
@@ -155,6 +162,7 @@ fn dispatch(global: &Global, command: Command) -> anyhow::Result<Outcome> {
         Command::Delete(a) => delete::run(cli.global, a),
         Command::Prune(a) => prune::run(cli.global, a),
         Command::Compact(a) => compact::run(cli.global, a),
+        Command::Sync(a) => sync::run(cli.global, a),
         Command::Config(c) => config::run(cli.global, c),
         Command::VzdumpHook(a) => vzdump_hook::run(cli.global, a),
         Command::PveContainerArchive(a) => pve_container_archive::run(cli.global, a),

@@ -63,6 +63,11 @@ impl Crypto {
         self.keys.as_ref().map(|k| super::id::hex(&k.fingerprint))
     }
 
+    /// The id key and CDC seed (to share them with a new repository); `None` when unencrypted.
+    pub fn id_keys(&self) -> Option<super::key::IdKeys> {
+        self.keys.as_ref().map(Keys::id_keys)
+    }
+
     pub fn cdc_seed(&self) -> u64 {
         self.keys.as_ref().map_or(0, |k| k.cdc_seed)
     }

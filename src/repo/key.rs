@@ -3,6 +3,12 @@
 //! purposes. The master secret is stored wrapped (XChaCha20-Poly1305) under a key-encryption key
 //! derived from the passphrase with Argon2id; `repokey` keeps the wrapped key in the repository
 //! config, `keyfile` keeps it in a file outside the repository.
+//!
+//! A repository made with `init --chunker-params-from OTHER` shares OTHER's id key and CDC
+//! seed (so the same data gives the same blob ids and `sync` copies blobs by id) but has its
+//! own master secret: those two values are then wrapped together with the master secret
+//! (`Secret::ids`) and override what would be derived. A key without them wraps exactly the
+//! 32-byte master secret, as before, so existing keys open byte-identically.
 
 use super::error::{RepoError, Result};
 use super::id::{hex, unhex};
@@ -37,7 +43,75 @@ impl Drop for Keys {
     }
 }
 
+/// A blob id key and CDC seed taken from another repository (`init --chunker-params-from`).
+#[derive(Clone)]
+pub struct IdKeys {
+    pub id: [u8; 32],
+    pub cdc_seed: u64,
+}
+
+impl Drop for IdKeys {
+    fn drop(&mut self) {
+        self.id.zeroize();
+        self.cdc_seed.zeroize();
+    }
+}
+
+/// What a wrapped key holds: the master secret, and optionally id key and seed that override
+/// the derived ones.
+pub struct Secret {
+    pub master: Zeroizing<[u8; 32]>,
+    pub ids: Option<IdKeys>,
+}
+
+/// Plaintext lengths of a wrapped key: the master secret alone, or with an id key and seed.
+const PLAIN_MASTER: usize = 32;
+const PLAIN_WITH_IDS: usize = 32 + 32 + 8;
+
+impl Secret {
+    pub fn keys(&self) -> Keys {
+        let mut k = Keys::derive(&self.master);
+        if let Some(ids) = &self.ids {
+            k.id = ids.id;
+            k.cdc_seed = ids.cdc_seed;
+        }
+        k
+    }
+
+    fn encode(&self) -> Zeroizing<Vec<u8>> {
+        let mut v = Zeroizing::new(Vec::with_capacity(PLAIN_WITH_IDS));
+        v.extend_from_slice(self.master.as_slice());
+        if let Some(ids) = &self.ids {
+            v.extend_from_slice(&ids.id);
+            v.extend_from_slice(&ids.cdc_seed.to_le_bytes());
+        }
+        v
+    }
+
+    fn decode(plain: &[u8]) -> Option<Self> {
+        let mut master = Zeroizing::new([0u8; 32]);
+        master.copy_from_slice(plain.get(..32)?);
+        let ids = match plain.len() {
+            PLAIN_MASTER => None,
+            PLAIN_WITH_IDS => Some(IdKeys {
+                id: plain[32..64].try_into().ok()?,
+                cdc_seed: u64::from_le_bytes(plain[64..72].try_into().ok()?),
+            }),
+            _ => return None,
+        };
+        Some(Secret { master, ids })
+    }
+}
+
 impl Keys {
+    /// The id key and CDC seed, to give a new repository the same blob ids.
+    pub fn id_keys(&self) -> IdKeys {
+        IdKeys {
+            id: self.id,
+            cdc_seed: self.cdc_seed,
+        }
+    }
+
     pub fn derive(master: &[u8; 32]) -> Self {
         let seed = blake3::derive_key("proxborg 2026-11 cdc-seed v1", master);
         Keys {
@@ -149,16 +223,25 @@ const MAX_M_COST_KIB: u32 = 4 << 20;
 const MAX_T_COST: u32 = 64;
 const MAX_P_COST: u32 = 64;
 
-pub fn wrap(master: &[u8; 32], passphrase: &[u8]) -> Result<WrappedKey> {
-    wrap_with(master, passphrase, default_kdf(&random_bytes::<16>()?))
+pub fn wrap(secret: &Secret, passphrase: &[u8]) -> Result<WrappedKey> {
+    wrap_secret(secret, passphrase, default_kdf(&random_bytes::<16>()?))
 }
 
+#[cfg(test)]
 fn wrap_with(master: &[u8; 32], passphrase: &[u8], kdf: KdfParams) -> Result<WrappedKey> {
+    let secret = Secret {
+        master: Zeroizing::new(*master),
+        ids: None,
+    };
+    wrap_secret(&secret, passphrase, kdf)
+}
+
+fn wrap_secret(secret: &Secret, passphrase: &[u8], kdf: KdfParams) -> Result<WrappedKey> {
     let k = kek(passphrase, &kdf, false)?;
     let nonce: [u8; 24] = random_bytes()?;
     let cipher = XChaCha20Poly1305::new((&*k).into());
     let ct = cipher
-        .encrypt(&XNonce::from(nonce), master.as_slice())
+        .encrypt(&XNonce::from(nonce), secret.encode().as_slice())
         .map_err(|_| RepoError::Invalid("key wrapping failed".into()))?;
     let mut blob = nonce.to_vec();
     blob.extend_from_slice(&ct);
@@ -168,14 +251,19 @@ fn wrap_with(master: &[u8; 32], passphrase: &[u8], kdf: KdfParams) -> Result<Wra
     })
 }
 
-pub fn unwrap(w: &WrappedKey, passphrase: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
-    unwrap_with(w, passphrase, !test_fast_kdf())
+pub fn unwrap(w: &WrappedKey, passphrase: &[u8]) -> Result<Secret> {
+    unwrap_secret(w, passphrase, !test_fast_kdf())
 }
 
+#[cfg(test)]
 fn unwrap_with(w: &WrappedKey, passphrase: &[u8], floor: bool) -> Result<Zeroizing<[u8; 32]>> {
+    unwrap_secret(w, passphrase, floor).map(|s| s.master)
+}
+
+fn unwrap_secret(w: &WrappedKey, passphrase: &[u8], floor: bool) -> Result<Secret> {
     let blob =
         unhex(&w.wrapped).ok_or_else(|| RepoError::corrupt("key", "wrapped key is not hex"))?;
-    if blob.len() != 24 + 32 + 16 {
+    if blob.len() != 24 + PLAIN_MASTER + 16 && blob.len() != 24 + PLAIN_WITH_IDS + 16 {
         return Err(RepoError::corrupt(
             "key",
             "wrapped key has the wrong length",
@@ -189,9 +277,8 @@ fn unwrap_with(w: &WrappedKey, passphrase: &[u8], floor: bool) -> Result<Zeroizi
             .decrypt(&nonce, &blob[24..])
             .map_err(|_| RepoError::WrongPassphrase)?,
     );
-    let mut master = Zeroizing::new([0u8; 32]);
-    master.copy_from_slice(&plain);
-    Ok(master)
+    Secret::decode(&plain)
+        .ok_or_else(|| RepoError::corrupt("key", "wrapped key has the wrong length"))
 }
 
 #[cfg(test)]
@@ -202,8 +289,12 @@ mod tests {
     fn wrap_unwrap_and_wrong_passphrase() {
         std::env::set_var("PROXBORG_TEST_FAST_KDF", "1");
         let master = [7u8; 32];
-        let w = wrap(&master, b"secret").unwrap();
-        assert_eq!(*unwrap(&w, b"secret").unwrap(), master);
+        let secret = Secret {
+            master: Zeroizing::new(master),
+            ids: None,
+        };
+        let w = wrap(&secret, b"secret").unwrap();
+        assert_eq!(*unwrap(&w, b"secret").unwrap().master, master);
         assert!(matches!(
             unwrap(&w, b"wrong"),
             Err(RepoError::WrongPassphrase)
@@ -258,6 +349,38 @@ mod tests {
         let k = default_kdf(&[0; 16]);
         let full = k.m_cost_kib >= MIN_M_COST_KIB && k.t_cost >= MIN_T_COST;
         assert!(full || (cfg!(debug_assertions) && test_fast_kdf()));
+    }
+
+    #[test]
+    fn a_key_with_ids_of_another_repository_uses_them_and_old_keys_are_unchanged() {
+        let other = Keys::derive(&[8u8; 32]);
+        let with = Secret {
+            master: Zeroizing::new([4u8; 32]),
+            ids: Some(other.id_keys()),
+        };
+        let w = wrap_secret(&with, b"pw", kdf_cheap()).unwrap();
+        assert_eq!(unhex(&w.wrapped).unwrap().len(), 24 + PLAIN_WITH_IDS + 16);
+        let back = unwrap_secret(&w, b"pw", false).unwrap();
+        let k = back.keys();
+        assert_eq!((k.id, k.cdc_seed), (other.id, other.cdc_seed));
+        let own = Keys::derive(&[4u8; 32]);
+        assert_eq!((k.enc, k.fingerprint), (own.enc, own.fingerprint));
+        assert_ne!(k.enc, other.enc);
+        // a key without them wraps the bare master secret, as keys always did
+        let w = wrap_with(&[4u8; 32], b"pw", kdf_cheap()).unwrap();
+        assert_eq!(unhex(&w.wrapped).unwrap().len(), 24 + 32 + 16);
+        let k = unwrap_secret(&w, b"pw", false).unwrap().keys();
+        assert_eq!((k.id, k.cdc_seed), (own.id, own.cdc_seed));
+    }
+
+    fn kdf_cheap() -> KdfParams {
+        KdfParams {
+            algorithm: "argon2id".into(),
+            m_cost_kib: 64,
+            t_cost: 1,
+            p_cost: 1,
+            salt: hex(&[1u8; 16]),
+        }
     }
 
     #[test]

@@ -49,7 +49,7 @@ use backend::Backend;
 use chunker::Chunker;
 use crypto::Crypto;
 use index::{Index, IndexFile};
-use key::{Keys, WrappedKey};
+use key::WrappedKey;
 use std::sync::Arc;
 use trust::TrustStore;
 use zeroize::Zeroizing;
@@ -84,7 +84,23 @@ pub struct InitOptions {
     pub encryption: EncryptionMode,
     pub compression: Compression,
     pub append_only: bool,
+    /// Give the new repository the blob ids of another (`init --chunker-params-from`).
+    pub same_ids_as: Option<IdScheme>,
 }
+
+/// What decides a repository's blob ids and cut points: chunker parameters, and (encrypted)
+/// the id key and CDC seed. Two repositories with the same scheme store the same data under
+/// the same ids, so `sync` copies blobs between them by id.
+#[derive(Clone)]
+pub struct IdScheme {
+    pub chunker: ChunkerParams,
+    /// `None`: unencrypted (unkeyed BLAKE3, seed 0).
+    pub keys: Option<key::IdKeys>,
+}
+
+/// Text whose blob id two repositories compare: equal ids (with equal chunker parameters and
+/// seed) mean every blob has the same id in both.
+const ID_PROBE: &[u8] = b"proxborg id probe v1";
 
 pub struct Repository {
     backend: Arc<dyn Backend>,
@@ -111,19 +127,37 @@ impl Repository {
                 backend.location()
             )));
         }
+        let encrypted = opts.encryption != EncryptionMode::None;
+        let ids = match &opts.same_ids_as {
+            Some(s) if s.keys.is_some() != encrypted => {
+                return Err(RepoError::Invalid(if encrypted {
+                    "an encrypted repository cannot take the unkeyed blob ids of an unencrypted one (they would reveal content fingerprints); make both encrypted or both unencrypted".into()
+                } else {
+                    "an unencrypted repository cannot take the blob id key of an encrypted one; make both encrypted or both unencrypted".into()
+                }));
+            }
+            Some(s) => s.keys.clone(),
+            None => None,
+        };
         let (crypto, wrapped) = match opts.encryption {
             EncryptionMode::None => (Crypto::plain(), None),
             _ => {
-                let master = Zeroizing::new(key::random_bytes::<32>()?);
+                let secret = key::Secret {
+                    master: Zeroizing::new(key::random_bytes::<32>()?),
+                    ids,
+                };
                 let pass = creds.passphrase()?;
-                let wrapped = key::wrap(&master, pass.as_bytes())?;
-                (Crypto::encrypted(Keys::derive(&master)), Some(wrapped))
+                let wrapped = key::wrap(&secret, pass.as_bytes())?;
+                (Crypto::encrypted(secret.keys()), Some(wrapped))
             }
         };
         let mut config = RepoConfig {
             format: config::FORMAT_VERSION,
             id: RepoId::from_bytes(&key::random_bytes::<16>()?),
-            chunker: ChunkerParams::CONTENT,
+            chunker: opts
+                .same_ids_as
+                .as_ref()
+                .map_or(ChunkerParams::CONTENT, |s| s.chunker),
             compression: opts.compression,
             encryption: opts.encryption,
             key: if opts.encryption == EncryptionMode::Repokey {
@@ -197,8 +231,7 @@ impl Repository {
                     _ => creds.key_file(&config.id)?,
                 };
                 let pass = creds.passphrase()?;
-                let master = key::unwrap(&wrapped, pass.as_bytes())?;
-                Crypto::encrypted(Keys::derive(&master))
+                Crypto::encrypted(key::unwrap(&wrapped, pass.as_bytes())?.keys())
             }
         };
         if let (Some(t), Some(rec)) = (trust, &known) {
@@ -289,6 +322,22 @@ impl Repository {
         }
         self.config = config;
         Ok(())
+    }
+
+    /// This repository's id scheme, for `init --chunker-params-from`.
+    pub fn id_scheme(&self) -> IdScheme {
+        IdScheme {
+            chunker: self.config.chunker,
+            keys: self.crypto.id_keys(),
+        }
+    }
+
+    /// Whether the same data has the same blob ids here and in `other`: same chunker
+    /// parameters, same CDC seed, and the same id for a fixed probe text (so same id key).
+    pub fn same_ids_as(&self, other: &Repository) -> bool {
+        self.config.chunker == other.config.chunker
+            && self.crypto.cdc_seed() == other.crypto.cdc_seed()
+            && self.crypto.blob_id(ID_PROBE) == other.crypto.blob_id(ID_PROBE)
     }
 
     pub fn content_chunker(&self) -> Chunker {

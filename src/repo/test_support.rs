@@ -25,6 +25,7 @@ pub fn unencrypted(dir: &Path) -> Repository {
         encryption: EncryptionMode::None,
         compression: Compression::None,
         append_only: false,
+        same_ids_as: None,
     };
     Repository::init(Arc::new(LocalDir::new(dir)), opts, &NoCredentials)
         .expect("a repository in a temporary directory")

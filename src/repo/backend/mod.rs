@@ -11,6 +11,7 @@ pub mod local;
 pub mod meta_cache;
 pub mod pipeline;
 pub mod s3;
+pub mod throttle;
 pub mod traffic;
 
 use super::error::{RepoError, Result};
