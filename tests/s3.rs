@@ -340,3 +340,58 @@ fn an_unchanged_backup_moves_little_over_the_wire_thanks_to_the_caches() {
     // The cached index and archive files are what the remote has: a check agrees.
     ok(cmd(&g, &s, &url).args(["check", "--verify-data"]));
 }
+
+/// `proxborg sync SRC DST ARGS --json` with SRC's passphrase from PROXBORG_SRC_PASSPHRASE.
+fn sync(g: &Garage, s: &Scratch, src: &str, dst: &str, src_pass: &str, dst_pass: &str) -> serde_json::Value {
+    let mut c = s.cmd();
+    g.env(&mut c);
+    c.env_remove("PROXBORG_REPO")
+        .env("PROXBORG_PASSPHRASE", dst_pass)
+        .env("PROXBORG_SRC_PASSPHRASE", src_pass)
+        .args(["sync", src, dst, "--all", "--json"]);
+    let out = ok(&mut c);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn sync_local_to_s3_to_local_extracts_identically_and_a_second_sync_copies_nothing() {
+    let g = Garage::start();
+    let s = Scratch::new();
+    let tree = s.path("tree");
+    build_tree(&tree, 0);
+    s.init("repokey");
+    s.ok(&["create", "tree-1", tree.to_str().unwrap()]);
+    assert_eq!(code(&s.create_stdin("noise-1", &noise(5 << 20, 3))), 0);
+    let local = s.repo().display().to_string();
+    let offsite = g.url(0, "offsite");
+    let back = s.path("back").display().to_string();
+    // The offsite copy has its own key and passphrase but the local repository's chunk ids.
+    for (url, pass) in [(&offsite, "offsite pass"), (&back, "back pass")] {
+        let mut c = cmd(&g, &s, url);
+        c.env("PROXBORG_PASSPHRASE", pass)
+            .env("PROXBORG_SRC_PASSPHRASE", PASS)
+            .args(["init", "--encryption", "repokey", "--chunker-params-from", &local]);
+        ok(&mut c);
+    }
+    let first = sync(&g, &s, &local, &offsite, PASS, "offsite pass");
+    assert_eq!(first["archives_copied"], 2, "{first}");
+    let again = sync(&g, &s, &local, &offsite, PASS, "offsite pass");
+    assert_eq!(
+        (again["archives_copied"].as_u64(), again["blobs_copied"].as_u64()),
+        (Some(0), Some(0)),
+        "{again}"
+    );
+    sync(&g, &s, &offsite, &back, "offsite pass", "back pass");
+    for (url, pass) in [(&offsite, "offsite pass"), (&back, "back pass")] {
+        for archive in ["tree-1", "noise-1"] {
+            let mut c = cmd(&g, &s, url);
+            c.env("PROXBORG_PASSPHRASE", pass).args(["export-tar", archive, "-"]);
+            let copy = ok(&mut c).stdout;
+            let original = s.ok(&["export-tar", archive, "-"]).stdout;
+            assert!(copy == original, "{archive} through {url} is identical");
+        }
+        let mut c = cmd(&g, &s, url);
+        c.env("PROXBORG_PASSPHRASE", pass).args(["check", "--verify-data"]);
+        ok(&mut c);
+    }
+}
