@@ -3,102 +3,23 @@
 //! The node lives in its own directory and pool; tests here take turns (one node).
 
 mod common;
+#[path = "support/node.rs"]
+mod node;
 use common::*;
+use node::Node;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 const SIM_DIR: &str = "/var/lib/proxborg-sim-e2e";
 
-struct Node {
-    env: Vec<(String, String)>,
-}
-
 fn node() -> (MutexGuard<'static, ()>, &'static Node) {
     static LOCK: Mutex<()> = Mutex::new(());
     static NODE: OnceLock<Node> = OnceLock::new();
     let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let node = NODE.get_or_init(|| {
-        let sim = concat!(env!("CARGO_MANIFEST_DIR"), "/pve/sim");
-        let out = Command::new(sim)
-            .args(["up", SIM_DIR])
-            .env("PROXBORG_SIM_POOL", "pxe2e")
-            .output()
-            .expect("running pve/sim up");
-        assert!(
-            out.status.success(),
-            "pve/sim up failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut env = Vec::new();
-        for line in String::from_utf8(out.stdout).unwrap().lines() {
-            let Some(rest) = line.strip_prefix("export ") else {
-                continue;
-            };
-            let (k, v) = rest.split_once('=').unwrap();
-            let v = sh(&format!("printf %s {v}"));
-            env.push((k.to_string(), v));
-        }
-        Node { env }
-    });
+    let node = NODE.get_or_init(|| Node::up(SIM_DIR, "pxe2e"));
     node.heal();
     (guard, node)
-}
-
-impl Node {
-    fn get(&self, k: &str) -> String {
-        self.env
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.clone())
-            .unwrap()
-    }
-    fn pool(&self) -> String {
-        self.get("PROXBORG_SIM_POOL")
-    }
-    fn cmd(&self, s: &Scratch) -> Command {
-        let mut c = s.cmd();
-        for (k, v) in &self.env {
-            c.env(k, v);
-        }
-        c
-    }
-    fn sh(&self, script: &str) -> String {
-        let exports: String = self
-            .env
-            .iter()
-            .map(|(k, v)| format!("export {k}='{v}'; "))
-            .collect();
-        sh(&format!("{exports}{script}"))
-    }
-    fn mountpoint(&self, dataset: &str) -> PathBuf {
-        PathBuf::from(
-            self.sh(&format!(
-                "zfs get -H -o value mountpoint {}/{dataset}",
-                self.pool()
-            ))
-            .trim(),
-        )
-    }
-    /// Wakes and remounts the node's zfs-fuse mounts (`pve/sim heal`): zfs-fuse can hang or
-    /// lose a mount when a process with a request in flight is killed, as some tests here do.
-    /// Real OpenZFS needs none of this.
-    fn heal(&self) {
-        let sim = concat!(env!("CARGO_MANIFEST_DIR"), "/pve/sim");
-        let out = Command::new(sim)
-            .args(["heal", SIM_DIR])
-            .output()
-            .expect("running pve/sim heal");
-        assert!(
-            out.status.success(),
-            "pve/sim heal failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        eprint!("{}", String::from_utf8_lossy(&out.stderr));
-    }
-    fn leftovers(&self) -> String {
-        self.sh("zfs list -H -o name -t all | grep -E 'proxborg-' || true")
-    }
 }
 
 /// The first archive named in a backup's `--json` results.

@@ -9,26 +9,13 @@ mod garage;
 
 use common::*;
 use garage::Garage;
-use proxborg::repo::backend::s3::{S3Access, S3Backend};
+use proxborg::repo::backend::s3::S3Backend;
 use proxborg::repo::backend::{conformance, Backend};
-use proxborg::repo::location::{self, Location};
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn backend(g: &Garage, bucket: &str) -> S3Backend {
-    let Ok(Location::S3(url)) = location::parse(Path::new(&g.url(0, bucket))) else {
-        panic!("not an s3 url")
-    };
-    S3Backend::new(
-        url,
-        S3Access {
-            key_id: g.key_id.clone(),
-            secret: zeroize::Zeroizing::new(g.secret.clone()),
-            region: garage::REGION.into(),
-        },
-    )
-    .unwrap()
+    g.backend(0, bucket)
 }
 
 /// A proxborg command on the repository `url`, with the cluster's credentials.
@@ -231,23 +218,14 @@ fn start_stream_backup(
     (child, feeder)
 }
 
-fn pack_count(b: &S3Backend) -> usize {
-    b.list("data").unwrap().len()
-}
-
 #[test]
 fn a_storage_node_killed_mid_backup_changes_nothing() {
     let mut g = Garage::start();
     let s = Scratch::new();
     let url = g.url(0, "nodekill");
     ok(cmd(&g, &s, &url).args(["init", "--encryption", "repokey"]));
-    let b = backend(&g, "nodekill");
     let (child, feeder) = start_stream_backup(cmd(&g, &s, &url), "survives", 120);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while pack_count(&b) < 2 {
-        assert!(Instant::now() < deadline, "no pack arrived");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    g.wait_for_a_pack("nodekill");
     // Node 2 (not the endpoint) dies and comes back while the backup goes on.
     g.kill(2);
     std::thread::sleep(Duration::from_secs(2));
@@ -342,7 +320,14 @@ fn an_unchanged_backup_moves_little_over_the_wire_thanks_to_the_caches() {
 }
 
 /// `proxborg sync SRC DST ARGS --json` with SRC's passphrase from PROXBORG_SRC_PASSPHRASE.
-fn sync(g: &Garage, s: &Scratch, src: &str, dst: &str, src_pass: &str, dst_pass: &str) -> serde_json::Value {
+fn sync(
+    g: &Garage,
+    s: &Scratch,
+    src: &str,
+    dst: &str,
+    src_pass: &str,
+    dst_pass: &str,
+) -> serde_json::Value {
     let mut c = s.cmd();
     g.env(&mut c);
     c.env_remove("PROXBORG_REPO")
@@ -370,14 +355,23 @@ fn sync_local_to_s3_to_local_extracts_identically_and_a_second_sync_copies_nothi
         let mut c = cmd(&g, &s, url);
         c.env("PROXBORG_PASSPHRASE", pass)
             .env("PROXBORG_SRC_PASSPHRASE", PASS)
-            .args(["init", "--encryption", "repokey", "--chunker-params-from", &local]);
+            .args([
+                "init",
+                "--encryption",
+                "repokey",
+                "--chunker-params-from",
+                &local,
+            ]);
         ok(&mut c);
     }
     let first = sync(&g, &s, &local, &offsite, PASS, "offsite pass");
     assert_eq!(first["archives_copied"], 2, "{first}");
     let again = sync(&g, &s, &local, &offsite, PASS, "offsite pass");
     assert_eq!(
-        (again["archives_copied"].as_u64(), again["blobs_copied"].as_u64()),
+        (
+            again["archives_copied"].as_u64(),
+            again["blobs_copied"].as_u64()
+        ),
         (Some(0), Some(0)),
         "{again}"
     );
@@ -385,13 +379,15 @@ fn sync_local_to_s3_to_local_extracts_identically_and_a_second_sync_copies_nothi
     for (url, pass) in [(&offsite, "offsite pass"), (&back, "back pass")] {
         for archive in ["tree-1", "noise-1"] {
             let mut c = cmd(&g, &s, url);
-            c.env("PROXBORG_PASSPHRASE", pass).args(["export-tar", archive, "-"]);
+            c.env("PROXBORG_PASSPHRASE", pass)
+                .args(["export-tar", archive, "-"]);
             let copy = ok(&mut c).stdout;
             let original = s.ok(&["export-tar", archive, "-"]).stdout;
             assert!(copy == original, "{archive} through {url} is identical");
         }
         let mut c = cmd(&g, &s, url);
-        c.env("PROXBORG_PASSPHRASE", pass).args(["check", "--verify-data"]);
+        c.env("PROXBORG_PASSPHRASE", pass)
+            .args(["check", "--verify-data"]);
         ok(&mut c);
     }
 }

@@ -201,6 +201,39 @@ impl Garage {
         )
     }
 
+    /// The S3 backend of `bucket/prefix` through node `n`, for looking into a repository.
+    pub fn backend(
+        &self,
+        n: usize,
+        bucket_and_prefix: &str,
+    ) -> proxborg::repo::backend::s3::S3Backend {
+        use proxborg::repo::location::{parse, Location};
+        let Ok(Location::S3(url)) = parse(std::path::Path::new(&self.url(n, bucket_and_prefix)))
+        else {
+            panic!("not an s3 url")
+        };
+        proxborg::repo::backend::s3::S3Backend::new(
+            url,
+            proxborg::repo::backend::s3::S3Access {
+                key_id: self.key_id.clone(),
+                secret: zeroize::Zeroizing::new(self.secret.clone()),
+                region: REGION.into(),
+            },
+        )
+        .unwrap()
+    }
+
+    /// Waits until the repository at `bucket/prefix` holds a pack.
+    pub fn wait_for_a_pack(&self, bucket_and_prefix: &str) {
+        use proxborg::repo::backend::Backend;
+        let b = self.backend(0, bucket_and_prefix);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while b.list("data").map(|l| l.is_empty()).unwrap_or(true) {
+            assert!(Instant::now() < deadline, "no pack arrived");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The credentials and region for a proxborg command (through the environment).
     pub fn env(&self, cmd: &mut Command) {
         cmd.env("AWS_ACCESS_KEY_ID", &self.key_id)
