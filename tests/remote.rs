@@ -243,6 +243,19 @@ fn an_append_only_key_creates_but_never_deletes() {
         &run(sshd.cmd(&s, "appendonly", &repo).args(["compact"])),
         "append-only",
     );
+    one_line_error(
+        &run(sshd
+            .cmd(&s, "appendonly", &repo)
+            .args(["prune", "--keep-last", "1"])),
+        "append-only",
+    );
+    // Switching append-only off from the client means replacing the config: refused too.
+    one_line_error(
+        &run(sshd
+            .cmd(&s, "appendonly", &repo)
+            .args(["config", "append-only", "off"])),
+        "append-only",
+    );
     assert!(
         std::fs::read_dir(repo.join("locks"))
             .map(|d| d.count())
