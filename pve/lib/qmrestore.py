@@ -2,7 +2,9 @@
 (PVE-FACTS §4.3): reads a VMA stream (stdin must be uncompressed; a file may be .vma, .vma.gz or
 .vma.zst), allocates one raw image per device on a dir storage (`<path>/images/<vmid>/
 vm-<vmid>-disk-N.raw`; zvols do not exist on zfs-fuse), writes the blocks, and rewrites the
-embedded qemu-server.conf as `restore_update_config_line` does.
+embedded qemu-server.conf as `restore_update_config_line` does. A `<storeid>:backup/...` volume
+of a `proxborg` (backup-provider) storage is handed to `vzdump-provider qmrestore`, which calls
+the plugin and `qemu-img convert` and comes back through `--provider-finish` for the config.
 """
 import json
 import os
