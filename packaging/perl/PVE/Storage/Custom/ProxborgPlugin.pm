@@ -524,21 +524,17 @@ sub last_archive_file {
     return PVE::Storage::Custom::ProxborgPlugin::run_dir() . "/last-$storeid-$vmid";
 }
 
-# The drive entries of archive $name: { 'drive-scsi0' => size }; undef if it cannot be read.
+# The drives of archive $name as its manifest records them (the figures proxborg writes for each
+# drive-<dev>.raw entry): { 'drive-scsi0' => size }; undef if the archive is not listed (gone,
+# or its manifest does not read). Metadata only: listing the entries themselves would fetch
+# their content. proxborg checks the entry itself again before reusing its chunks.
 sub archive_drives {
     my ($self, $name) = @_;
-    my $out = eval {
-        PVE::Storage::Custom::ProxborgPlugin::run_proxborg(
-            $self->{scfg}, $self->{storeid}, ['list', $name, '--json']);
-    };
-    return if !defined($out);
-    my $res = {};
-    for my $line (split(/\n/, $out)) {
-        my $e = eval { JSON::PP::decode_json($line) } or next;
-        next if $e->{damaged} || ($e->{type} // '') ne 'file';
-        $res->{$1} = $e->{size} if ($e->{path} // '') =~ m!^(?:\./)?(drive-[A-Za-z0-9-]+)\.raw$!;
-    }
-    return $res;
+    my $m = eval {
+        PVE::Storage::Custom::ProxborgPlugin::archives($self->{scfg}, $self->{storeid})->{$name}
+    } or return;
+    return if ($m->{metadata}->{kind} // '') ne 'qemu';
+    return { map { ($_->{name} => $_->{size}) } @{ $m->{metadata}->{drives} // [] } };
 }
 
 sub backup_vm_query_incremental {
