@@ -121,6 +121,9 @@ impl Node {
 /// A fresh repository at the storage's path, its passphrase stored by `pvesm add`'s hook.
 fn fresh_storage(node: &Node, s: &Scratch) {
     let _ = std::fs::remove_dir_all(node.dir("proxborg-repo"));
+    // nor an incremental base in the plugin, nor a bitmap in the simulated QEMU
+    let _ = std::fs::remove_file(node.dir("run/proxborg-plugin/last-proxborg-200"));
+    let _ = std::fs::remove_file(node.dir("state/bitmap-200-proxborg"));
     let out = run(node.proxborg(s).args(["init", "--encryption", "repokey"]));
     assert_success(&out, &["init"]);
     std::fs::write(s.path("pw"), PASS).unwrap();
@@ -323,27 +326,21 @@ fn failures_are_one_line_and_leave_nothing_behind() {
             .output()
             .unwrap()
     };
-    // A VM: the plugin refuses it in backup_init, with one line in the task log.
-    let out = vzdump("200");
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    assert!(
-        err.contains("ERROR: Backup of VM 200 failed - proxborg: VM backups are not supported"),
-        "{err}"
-    );
-
-    // A wrong passphrase: proxborg's own error line, no archive, no snapshot, no run dir.
+    // A wrong passphrase: proxborg's own error line, no archive, no snapshot, no run dir;
+    // for a container and for a VM.
     let pw = node.dir("etc/pve/priv/storage/proxborg.pw");
     std::fs::write(&pw, "not the passphrase").unwrap();
-    let out = vzdump("100");
+    let outs = [vzdump("100"), vzdump("200")];
     std::fs::write(&pw, PASS).unwrap();
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    let line = err
-        .lines()
-        .find(|l| l.starts_with("ERROR: Backup of VM 100 failed"))
-        .unwrap_or_else(|| panic!("{err}"));
-    assert!(line.contains("wrong passphrase"), "{line}");
+    for (vmid, out) in ["100", "200"].iter().zip(&outs) {
+        assert!(!out.status.success());
+        let err = stderr(out);
+        let line = err
+            .lines()
+            .find(|l| l.starts_with(&format!("ERROR: Backup of VM {vmid} failed")))
+            .unwrap_or_else(|| panic!("{err}"));
+        assert!(line.contains("wrong passphrase"), "{line}");
+    }
     assert!(node.list(&s).is_empty());
     let leftovers = node
         .pve(&s, "zfs")
@@ -362,4 +359,205 @@ fn failures_are_one_line_and_leave_nothing_behind() {
         .map(|d| d.map(|e| e.unwrap().file_name()).collect())
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// `drive => (size, read)` from `proxborg info --json ARCHIVE`'s drive figures.
+fn drive_reads(
+    node: &Node,
+    s: &Scratch,
+    archive: &str,
+) -> std::collections::BTreeMap<String, (u64, u64)> {
+    let out = run(node.proxborg(s).args(["info", "--json", archive]));
+    assert_success(&out, &["info"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["metadata"]["drives"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no drives: {v}"))
+        .iter()
+        .map(|d| {
+            (
+                d["name"].as_str().unwrap().to_string(),
+                (d["size"].as_u64().unwrap(), d["read"].as_u64().unwrap()),
+            )
+        })
+        .collect()
+}
+
+/// The image file of `key` (`scsi0`) in VM `vmid`'s config on the simulated node.
+fn vm_disk(node: &Node, vmid: &str, key: &str) -> PathBuf {
+    let nodes = node.dir("etc/pve/nodes");
+    let n = std::fs::read_dir(&nodes)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let conf = std::fs::read_to_string(n.join(format!("qemu-server/{vmid}.conf"))).unwrap();
+    let line = conf
+        .lines()
+        .find(|l| l.starts_with(&format!("{key}: ")))
+        .unwrap_or_else(|| panic!("{key} in {conf}"));
+    let volid = line[key.len() + 2..].split(',').next().unwrap();
+    let rel = volid.strip_prefix("local:").unwrap();
+    node.dir("vz/images").join(rel)
+}
+
+#[test]
+fn vm_job_incremental_from_dirty_regions_and_qmrestore() {
+    use std::os::unix::fs::FileExt;
+    const MIB: u64 = 1 << 20;
+    let (_g, node) = node();
+    let s = Scratch::new();
+    fresh_storage(node, &s);
+    let backup = |dirty: Option<&Path>| {
+        std::thread::sleep(std::time::Duration::from_millis(1100)); // names have seconds
+        let mut c = node.pve(&s, "vzdump");
+        c.args(["200", "--storage", "proxborg", "--mode", "snapshot"])
+            .args(["--notes-template", "{{guestname}}"]);
+        if let Some(d) = dirty {
+            c.env("PXB_SIM_DIRTY", d);
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "vzdump 200: {}", stderr(&out));
+        let volid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let name = volid.strip_prefix("proxborg:backup/").unwrap().to_string();
+        (volid, name, stderr(&out))
+    };
+
+    // First job: no bitmap yet, so `new`: everything is read.
+    let (volid, name, log) = backup(None);
+    assert!(volid.starts_with("proxborg:backup/dump-200-"), "{volid}");
+    assert!(log.contains("drive-scsi0: reading all of it"), "{log}");
+    let sizes = [("drive-scsi0", 64 * MIB), ("drive-virtio1", 1060 * 1024)];
+    let reads = drive_reads(node, &s, &name);
+    assert_eq!(
+        reads.len(),
+        2,
+        "{reads:?}: scsi1 has backup=0, ide2 is a cdrom"
+    );
+    for (d, size) in sizes {
+        assert_eq!(reads[d], (size, size), "{d}");
+    }
+    let list: Vec<serde_json::Value> =
+        serde_json::from_slice(&node.harness(&s, &["list", "proxborg", "200"]).stdout).unwrap();
+    let v = list.iter().find(|v| v["volid"] == volid.as_str()).unwrap();
+    assert_eq!(
+        (v["subtype"].as_str(), v["vmid"].as_u64()),
+        (Some("qemu"), Some(200))
+    );
+    assert_eq!(v["notes"], "db");
+
+    // The restore dialog's config is the stored qemu-server.conf, as vzdump assembles it.
+    let conf = String::from_utf8(node.harness(&s, &["extractconfig", &volid]).stdout).unwrap();
+    let out = run(node
+        .proxborg(&s)
+        .args(["extract", &name, "qemu-server.conf", "--stdout"]));
+    assert_success(&out, &["extract"]);
+    assert_eq!(conf, String::from_utf8(out.stdout).unwrap());
+    assert!(conf.contains("name: db\n"), "{conf}");
+    assert!(conf.ends_with("#qmdump#map:scsi0:drive-scsi0:local:raw:\n#qmdump#map:virtio1:drive-virtio1:local:raw:\n"), "{conf}");
+    assert!(!conf.contains("unused0"), "{conf}");
+
+    // Rewrite ~1% of disk 0 at known places (one region across a chunk boundary); the
+    // simulated bitmap reports exactly those regions.
+    let disk0 = node.dir("vz/images/200/vm-200-disk-0.raw");
+    let regions = [
+        (MIB + 123, 200 * 1024),
+        (20 * MIB, 300 * 1024),
+        (52 * MIB - 100 * 1024, 150 * 1024),
+    ];
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&disk0)
+        .unwrap();
+    let mut saved = Vec::new();
+    let mut dirty = String::new();
+    for (i, &(off, len)) in regions.iter().enumerate() {
+        let mut old = vec![0u8; len as usize];
+        f.read_exact_at(&mut old, off).unwrap();
+        saved.push(old);
+        let new: Vec<u8> = (0..len).map(|j| (j as u8) ^ (i as u8 * 37 + 11)).collect();
+        f.write_all_at(&new, off).unwrap();
+        dirty += &format!("drive-scsi0 {off} {len}\n");
+    }
+    f.sync_all().unwrap();
+    let dirty_chunks: std::collections::BTreeSet<u64> = regions
+        .iter()
+        .flat_map(|&(o, l)| (o / (4 * MIB))..=((o + l - 1) / (4 * MIB)))
+        .collect();
+    assert_eq!(dirty_chunks.len(), 4);
+    std::fs::write(s.path("dirty"), &dirty).unwrap();
+    let (volid2, name2, log) = backup(Some(s.path("dirty").as_path()));
+    assert!(
+        log.contains(&format!(
+            "incremental backup based on proxborg archive '{name}'"
+        )),
+        "{log}"
+    );
+    assert!(log.contains("drive-scsi0: 3 dirty regions"), "{log}");
+    let reads = drive_reads(node, &s, &name2);
+    let (size, read) = reads["drive-scsi0"];
+    assert_eq!(size, 64 * MIB);
+    assert!(
+        read > 0 && read <= dirty_chunks.len() as u64 * 4 * MIB,
+        "read {read}"
+    );
+    assert_eq!(reads["drive-virtio1"].1, 0, "no dirty region: nothing read");
+
+    // The archive holds the disk as it is now: extracted, and through qmrestore (the FUSE
+    // mount's files converted by qemu-img), byte for byte.
+    let out_dir = s.path("extracted");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let out = run(node
+        .proxborg(&s)
+        .args(["extract", &name2, "drive-scsi0.raw", "--directory"])
+        .arg(&out_dir));
+    assert_success(&out, &["extract"]);
+    assert_eq!(
+        std::fs::read(out_dir.join("drive-scsi0.raw")).unwrap(),
+        std::fs::read(&disk0).unwrap()
+    );
+    let out = node
+        .pve(&s, "qmrestore")
+        .args([volid2.as_str(), "9200", "--force", "1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "qmrestore: {}", stderr(&out));
+    let restored = String::from_utf8_lossy(&out.stdout).to_string() + &stderr(&out);
+    assert!(restored.contains("restoring"), "{restored}");
+    for (key, src) in [
+        ("scsi0", "vm-200-disk-0.raw"),
+        ("virtio1", "vm-200-disk-2.raw"),
+    ] {
+        let a = vm_disk(node, "9200", key);
+        let b = node.dir("vz/images/200").join(src);
+        let cmp = Command::new("cmp").arg(&a).arg(&b).output().unwrap();
+        assert!(
+            cmp.status.success(),
+            "{key}: {}",
+            String::from_utf8_lossy(&cmp.stdout)
+        );
+    }
+    assert!(!std::fs::read_dir(node.dir("run/proxborg-plugin"))
+        .unwrap()
+        .any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("restore-")));
+
+    // Without a base (the plugin's record gone): `new`, everything is read again.
+    std::fs::remove_file(node.dir("run/proxborg-plugin/last-proxborg-200")).unwrap();
+    let (_, name3, log) = backup(Some(s.path("dirty").as_path()));
+    assert!(!log.contains("incremental backup based on"), "{log}");
+    assert_eq!(
+        drive_reads(node, &s, &name3)["drive-scsi0"],
+        (64 * MIB, 64 * MIB)
+    );
+    let _ = volid;
+
+    for (&(off, _), old) in regions.iter().zip(&saved) {
+        f.write_all_at(old, off).unwrap();
+    }
 }

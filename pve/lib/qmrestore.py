@@ -2,8 +2,11 @@
 (PVE-FACTS §4.3): reads a VMA stream (stdin must be uncompressed; a file may be .vma, .vma.gz or
 .vma.zst), allocates one raw image per device on a dir storage (`<path>/images/<vmid>/
 vm-<vmid>-disk-N.raw`; zvols do not exist on zfs-fuse), writes the blocks, and rewrites the
-embedded qemu-server.conf as `restore_update_config_line` does.
+embedded qemu-server.conf as `restore_update_config_line` does. A `<storeid>:backup/...` volume
+of a `proxborg` (backup-provider) storage is handed to `vzdump-provider qmrestore`, which calls
+the plugin and `qemu-img convert` and comes back through `--provider-finish` for the config.
 """
+import json
 import os
 import re
 import subprocess
@@ -95,7 +98,23 @@ def rewrite_config(text, volids):
     return "".join(out)
 
 
+def finish(node, vmid, conf_text, volids, fw):
+    """The restored VM's config (rewritten), its firewall file, .vmlist and state."""
+    write_file(node.conf_path(vmid, "qemu"), rewrite_config(conf_text, volids))
+    if fw is not None:
+        with open(os.path.join(node.pve, "firewall", f"{vmid}.fw"), "wb") as out:
+            out.write(fw)
+    node.update_vmlist(vmid, "qemu")
+    node.set_state(vmid, "STOPPED")
+
+
 def main(args):
+    if args[:1] == ["--provider-finish"]:
+        # vzdump-provider's qmrestore from a backup-provider storage: JSON {conf, volids, fw}
+        req = json.load(sys.stdin)
+        fw = req.get("fw")
+        finish(Node(), int(args[1]), req["conf"], req["volids"], fw.encode() if fw else None)
+        return
     archive, vmid, opts = parse_args(args)
     node = Node()
     if node.guest_type(vmid):
@@ -104,6 +123,11 @@ def main(args):
         if node.guest_type(vmid) != "qemu":
             raise Fail(f"unable to restore VM {vmid} - CT {vmid} exists")
         destroy_vm(node, vmid)
+    m = re.match(r"^([A-Za-z][\w.-]*):backup/", archive)
+    if m and (node.storage().get(m.group(1)) or {}).get("type") == "proxborg":
+        # a backup-provider storage: PVE's restore_external_archive, replayed in Perl
+        os.execv(os.path.join(node.dir, "bin", "vzdump-provider"),
+                 ["vzdump-provider", "qmrestore"] + args)
     inp, proc = open_archive(archive)
     reader = Reader(inp)
     configs, devices = reader.read_header()
@@ -152,13 +176,7 @@ def main(args):
             raise Fail("decompressor failed")
         for f, _size in files.values():
             f.close()
-        write_file(node.conf_path(vmid, "qemu"), rewrite_config(conf_text, volids))
-        fw = configs.get("qemu-server.fw")
-        if fw is not None:
-            with open(os.path.join(node.pve, "firewall", f"{vmid}.fw"), "wb") as out:
-                out.write(fw)
-        node.update_vmlist(vmid, "qemu")
-        node.set_state(vmid, "STOPPED")
+        finish(node, vmid, conf_text, volids, configs.get("qemu-server.fw"))
         made = []
     finally:
         for f, _size in files.values():

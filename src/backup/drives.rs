@@ -35,10 +35,7 @@ pub(super) fn ingest_vma(
     let mut reader = VmaReader::new(stream).map_err(vma)?;
     let header = reader.header().clone();
     for (name, data) in &header.configs {
-        let mut item = Item::new(name.as_bytes().to_vec(), Kind::File);
-        item.mode = 0o644;
-        (item.mtime, item.atime, item.ctime) = (mtime, mtime, mtime);
-        builder.add(item, Some(&mut data.as_slice()), false)?;
+        add_config(builder, name, data, mtime)?;
         if let Some(d) = digest.as_deref_mut() {
             d.add_config(name, data);
         }
@@ -73,6 +70,20 @@ pub(super) fn ingest_vma(
         builder.add_stored(item)?;
     }
     Ok(stats)
+}
+
+/// A config file of a VM archive (`qemu-server.conf`, `qemu-server.fw`) as its entry.
+pub(super) fn add_config(
+    builder: &mut ArchiveBuilder,
+    name: &str,
+    data: &[u8],
+    mtime: Timestamp,
+) -> Result<(), BackupError> {
+    let mut item = Item::new(name.as_bytes().to_vec(), Kind::File);
+    item.mode = 0o644;
+    (item.mtime, item.atime, item.ctime) = (mtime, mtime, mtime);
+    builder.add(item, Some(&mut &data[..]), false)?;
+    Ok(())
 }
 
 /// The drives' figures as archive metadata (`info --json` shows them).

@@ -17,6 +17,7 @@ pub mod events;
 mod guards;
 mod image;
 mod provider;
+mod provider_vm;
 mod prune;
 mod volumes;
 
@@ -29,6 +30,7 @@ pub use create::{create, CreateRequest, CreateSource, Created};
 pub use dump::{archive_dump, DumpRequest, DumpResult};
 pub use events::{Event, JobResult, RunOutcome, Sink, Status, Stop};
 pub use provider::{container_from_directory, ContainerDirRequest};
+pub use provider_vm::{vm_from_images, VmDrive, VmImagesRequest};
 
 use crate::files_cache::{FilesCache, Mode as FilesCacheMode};
 use crate::host::{Host, HostError};

@@ -23,6 +23,7 @@ mod mount;
 mod progress;
 mod prune;
 mod pve_container_archive;
+mod pve_vm_archive;
 mod restore;
 mod serve;
 mod sync;
@@ -119,6 +120,10 @@ enum Command {
     /// archive (see packaging/perl)
     #[command(hide = true)]
     PveContainerArchive(pve_container_archive::Args),
+    /// The PVE backup-provider plugin's VM backup step: drives (with dirty regions) as a VM
+    /// archive (see packaging/perl)
+    #[command(hide = true)]
+    PveVmArchive(pve_vm_archive::Args),
     /// Print a shell completion script
     Completions(generate::CompletionArgs),
     /// Write man pages into a directory (used by the package build)
@@ -166,6 +171,7 @@ fn dispatch(global: &Global, command: Command) -> anyhow::Result<Outcome> {
         Command::Config(c) => config::run(cli.global, c),
         Command::VzdumpHook(a) => vzdump_hook::run(cli.global, a),
         Command::PveContainerArchive(a) => pve_container_archive::run(cli.global, a),
+        Command::PveVmArchive(a) => pve_vm_archive::run(cli.global, a),
         Command::Serve(a) => serve::run(a),
         Command::Cleanup => backup::cleanup(),
         Command::Completions(a) => generate::completions(a),

@@ -168,6 +168,29 @@ impl DiskAssembler {
         Ok(())
     }
 
+    /// Chunk `index` of disk `disk` is `stored` (a blob of a previous archive, `None` for a
+    /// hole), taken over without reading it.
+    pub fn reuse(
+        &mut self,
+        disk: usize,
+        index: u64,
+        stored: Option<ChunkRef>,
+    ) -> Result<(), DiskError> {
+        let d = self.disks.get_mut(disk).ok_or_else(|| DiskError::Invalid {
+            disk: disk.to_string(),
+            reason: "no such disk".into(),
+        })?;
+        let slot = d
+            .chunks
+            .get_mut(index as usize)
+            .ok_or_else(|| DiskError::Invalid {
+                disk: d.name.clone(),
+                reason: format!("no chunk {index}"),
+            })?;
+        *slot = Some(stored);
+        Ok(())
+    }
+
     /// What arrived and was stored so far, per disk, in order.
     pub fn stats(&self) -> Vec<DiskStats> {
         self.disks
@@ -278,6 +301,128 @@ pub fn ingest_image(
     Ok((item, stats))
 }
 
+/// What an incremental run does with one chunk of a disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChunkAction {
+    /// Read it from the disk (a dirty region touches it, or there is nothing to reuse).
+    Read,
+    /// Take it from the previous archive's image entry.
+    Reuse,
+}
+
+/// The plan for a disk of `size` bytes: with `dirty` (the regions written since the previous
+/// archive, as a dirty bitmap gives them) every chunk a region touches is read whole and every
+/// other one reused; without it (no usable previous archive) everything is read. Regions past
+/// the end are cut off.
+pub fn plan_incremental(size: u64, dirty: Option<&[Extent]>) -> Vec<ChunkAction> {
+    let count = size.div_ceil(IMAGE_CHUNK) as usize;
+    let Some(regions) = dirty else {
+        return vec![ChunkAction::Read; count];
+    };
+    let mut plan = vec![ChunkAction::Reuse; count];
+    for r in regions {
+        let end = r.offset.saturating_add(r.len).min(size);
+        if r.len == 0 || r.offset >= end {
+            continue;
+        }
+        let (first, last) = (r.offset / IMAGE_CHUNK, (end - 1) / IMAGE_CHUNK);
+        for a in &mut plan[first as usize..=last as usize] {
+            *a = ChunkAction::Read;
+        }
+    }
+    plan
+}
+
+/// A disk image entry's chunks by chunk index (`None` for a hole), for reuse by the next
+/// incremental run. The entry must be `size` bytes and cut as [`DiskAssembler`] cuts: data
+/// extents of whole, aligned [`IMAGE_CHUNK`]s, one blob each; anything else is an error.
+pub fn chunks_by_index(item: &Item, size: u64) -> Result<Vec<Option<ChunkRef>>, String> {
+    if item.size != size {
+        return Err(format!("it is {} bytes, the disk {size}", item.size));
+    }
+    let extents = match &item.sparse {
+        Some(map) => crate::item::checked_extents(map, size).map_err(str::to_string)?,
+        None if size == 0 => Vec::new(),
+        None => vec![Extent {
+            offset: 0,
+            len: size,
+        }],
+    };
+    let mut out = vec![None; size.div_ceil(IMAGE_CHUNK) as usize];
+    let mut refs = item.chunks.iter();
+    for e in extents {
+        if e.offset % IMAGE_CHUNK != 0 {
+            return Err(format!(
+                "a data extent at byte {} is not chunk-aligned",
+                e.offset
+            ));
+        }
+        let mut at = e.offset;
+        while at < e.offset + e.len {
+            let want = (size - at).min(IMAGE_CHUNK);
+            let r = refs.next().ok_or("fewer chunks than data")?;
+            if u64::from(r.len) != want || at + want > e.offset + e.len {
+                return Err(format!(
+                    "the chunk at byte {at} is not one whole image chunk"
+                ));
+            }
+            out[(at / IMAGE_CHUNK) as usize] = Some(*r);
+            at += want;
+        }
+    }
+    if refs.next().is_some() {
+        return Err("more chunks than data".into());
+    }
+    Ok(out)
+}
+
+/// A disk read at random places (`source`, a file or block device, `size` bytes) as the entry
+/// `<name>.raw`: the chunks `plan` marks [`ChunkAction::Read`] are read whole, the others taken from
+/// `previous` (see [`chunks_by_index`]) unread. `read` in the figures counts only bytes read.
+pub fn ingest_image_incremental(
+    builder: &mut ArchiveBuilder,
+    source: &std::fs::File,
+    name: &str,
+    size: u64,
+    plan: &[ChunkAction],
+    previous: &[Option<ChunkRef>],
+    mtime: Timestamp,
+) -> Result<(Item, DiskStats), DiskError> {
+    use std::os::unix::fs::FileExt;
+    let invalid = |reason: String| DiskError::Invalid {
+        disk: name.to_string(),
+        reason,
+    };
+    let mut disks = DiskAssembler::new([(name.to_string(), size)]);
+    let mut buf = vec![0u8; IMAGE_CHUNK as usize];
+    let mut read = 0u64;
+    for (index, action) in plan.iter().enumerate() {
+        let offset = index as u64 * IMAGE_CHUNK;
+        let len = (size - offset).min(IMAGE_CHUNK) as usize;
+        match action {
+            ChunkAction::Read => {
+                source
+                    .read_exact_at(&mut buf[..len], offset)
+                    .map_err(|e| invalid(format!("reading at byte {offset}: {e}")))?;
+                disks.write(builder, 0, offset, &buf[..len])?;
+                read += len as u64;
+            }
+            ChunkAction::Reuse => {
+                let stored = previous
+                    .get(index)
+                    .ok_or_else(|| invalid(format!("no previous chunk {index} to reuse")))?;
+                disks.reuse(0, index as u64, *stored)?;
+            }
+        }
+        if crate::host::interrupt::interrupted() {
+            return Err(invalid("interrupted".into()));
+        }
+    }
+    let mut stats = disks.stats().remove(0);
+    stats.read = read;
+    Ok((disks.finish(mtime)?.remove(0), stats))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -352,5 +497,96 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("grew"), "{err}");
+    }
+
+    fn ext(offset: u64, len: u64) -> Extent {
+        Extent { offset, len }
+    }
+
+    #[test]
+    fn a_dirty_region_marks_whole_chunks_and_nothing_else() {
+        use ChunkAction::{Read, Reuse};
+        let size = 5 * IMAGE_CHUNK - 1000;
+        assert_eq!(plan_incremental(size, None), vec![Read; 5]);
+        assert_eq!(plan_incremental(size, Some(&[])), vec![Reuse; 5]);
+        // one byte in chunk 1, a region across the 2/3 boundary, one past the end, empty ones
+        let regions = [
+            ext(IMAGE_CHUNK + 7, 1),
+            ext(3 * IMAGE_CHUNK - 1, 2),
+            ext(9 * IMAGE_CHUNK, 10),
+            ext(0, 0),
+        ];
+        assert_eq!(
+            plan_incremental(size, Some(&regions)),
+            vec![Reuse, Read, Read, Read, Reuse]
+        );
+        // the short last chunk, up to and past the disk's end
+        assert_eq!(
+            plan_incremental(size, Some(&[ext(size - 1, 4096)])),
+            vec![Reuse, Reuse, Reuse, Reuse, Read]
+        );
+        assert_eq!(plan_incremental(0, Some(&[ext(0, 10)])), vec![]);
+    }
+
+    #[test]
+    fn only_dirty_chunks_are_read_and_the_rest_comes_from_the_previous_image() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let repo = unencrypted(&dir.path().join("repo"));
+        let size = 4 * IMAGE_CHUNK + 512;
+        let path = dir.path().join("disk");
+        let file = std::fs::File::create_new(&path).unwrap();
+        file.set_len(size).unwrap();
+        file.write_all_at(&[1u8; 4096], 10).unwrap();
+        file.write_all_at(&[2u8; 100], 2 * IMAGE_CHUNK + 5).unwrap();
+        file.write_all_at(&[3u8; 512], 4 * IMAGE_CHUNK).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let t = Timestamp::default();
+        let mut builder = ArchiveBuilder::new(&repo, None);
+        let full = plan_incremental(size, None);
+        let (first, stats) =
+            ingest_image_incremental(&mut builder, &file, "drive-scsi0", size, &full, &[], t)
+                .unwrap();
+        assert_eq!(first.path, b"drive-scsi0.raw");
+        assert_eq!((stats.read, stats.allocated), (size, 2 * IMAGE_CHUNK + 512));
+        assert_eq!(first.chunks.len(), 3);
+        let previous = chunks_by_index(&first, size).unwrap();
+        assert_eq!(previous.iter().filter(|c| c.is_some()).count(), 3);
+        assert!(previous[1].is_none() && previous[3].is_none());
+
+        // chunk 3 (a hole before) and chunk 0 change; the bitmap says so for chunk 3 only
+        let rw = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        rw.write_all_at(&[4u8; 10], 3 * IMAGE_CHUNK + 99).unwrap();
+        rw.write_all_at(&[5u8; 10], 0).unwrap();
+        let plan = plan_incremental(size, Some(&[ext(3 * IMAGE_CHUNK + 99, 10)]));
+        let mut builder = ArchiveBuilder::new(&repo, None);
+        let (second, stats) = ingest_image_incremental(
+            &mut builder,
+            &file,
+            "drive-scsi0",
+            size,
+            &plan,
+            &previous,
+            t,
+        )
+        .unwrap();
+        assert_eq!(stats.read, IMAGE_CHUNK);
+        assert_eq!(stats.allocated, 3 * IMAGE_CHUNK + 512);
+        let now = chunks_by_index(&second, size).unwrap();
+        assert_eq!(
+            now[0], previous[0],
+            "chunk 0 is reused: the bitmap did not name it"
+        );
+        assert_eq!((now[2], now[4]), (previous[2], previous[4]));
+        assert!(now[3].is_some() && now[1].is_none());
+
+        // a previous entry of another size, or cut differently, is refused
+        assert!(chunks_by_index(&second, size + 1).is_err());
+        let mut odd = second.clone();
+        odd.sparse = Some(vec![ext(100, IMAGE_CHUNK)]);
+        assert!(chunks_by_index(&odd, size).is_err());
+        let mut short = second.clone();
+        short.chunks.pop();
+        assert!(chunks_by_index(&short, size).is_err());
     }
 }

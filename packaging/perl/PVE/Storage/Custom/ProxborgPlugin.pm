@@ -2,8 +2,9 @@ package PVE::Storage::Custom::ProxborgPlugin;
 
 # Proxmox VE storage plugin (backup-provider API, PVE 8.4+): `proxborg: <storeid>` in
 # storage.cfg makes vzdump, the GUI's backup list, prune, notes/protection and `pct restore`
-# use a proxborg repository. Containers only: VM backups (file-handle + dirty bitmaps) are
-# not implemented, backup_init refuses them with one line in the task log.
+# use a proxborg repository, for containers (`directory`) and VMs (`file-handle`, with QEMU's
+# dirty bitmaps: an incremental VM backup reads only the 4 MiB chunks written since the
+# previous one and takes the rest from that archive), and `pct restore`/`qmrestore` from it.
 #
 # Everything runs the `proxborg` binary; the repository passphrase is in
 # /etc/pve/priv/storage/<storeid>.pw (root-only) and reaches proxborg as
@@ -122,14 +123,14 @@ sub parse_name {
     return ($name, $vmid, $ctime);
 }
 
-# The container archives of the repository this plugin can offer: name => manifest.
+# The guest archives of the repository this plugin can offer: name => manifest.
 sub archives {
     my ($scfg, $storeid) = @_;
     my $list = JSON::PP::decode_json(run_proxborg($scfg, $storeid, ['list', '--json']));
     my $res = {};
     for my $m (@$list) {
         my $meta = $m->{metadata} // {};
-        next if ($meta->{kind} // '') ne 'lxc' || !defined($meta->{vmid});
+        next if ($meta->{kind} // '') !~ /^(lxc|qemu)$/ || !defined($meta->{vmid});
         next if "backup/$m->{name}" !~ m!^backup/$NAME_RE$!;
         $res->{ $m->{name} } = $m;
     }
@@ -253,7 +254,7 @@ sub list_volumes {
             size => ($m->{stats}->{original_size} // 0) + 0,
             format => 'proxborg-archive',
             content => 'backup',
-            subtype => 'lxc',
+            subtype => $m->{metadata}->{kind},
             notes => $m->{notes} // '',
             protected => $m->{protected} ? 1 : 0,
             encrypted => $enc ne 'none' ? "proxborg $enc" : undef,
@@ -286,13 +287,13 @@ sub update_volume_attribute {
 sub prune_backups {
     my ($class, $scfg, $storeid, $keep, $vmid, $type, $dryrun, $logfunc) = @_;
     $logfunc //= sub { print "$_[1]\n" };
-    return [] if defined($type) && $type ne 'lxc';
     my $groups = {};
     for my $v (@{ $class->list_volumes($storeid, $scfg, $vmid, ['backup']) }) {
+        next if defined($type) && $v->{subtype} ne $type;
         push @{ $groups->{ $v->{vmid} } }, {
             volid => $v->{volid},
             ctime => $v->{ctime},
-            type => 'lxc',
+            type => $v->{subtype},
             vmid => $v->{vmid},
             ($v->{protected} ? (mark => 'protected') : ()),
         };
@@ -384,8 +385,7 @@ sub job_cleanup { return; }
 
 sub backup_init {
     my ($self, $vmid, $vmtype, $backup_time) = @_;
-    die "proxborg: VM backups are not supported by this plugin yet (containers only)\n"
-        if $vmtype ne 'lxc';
+    die "proxborg: cannot back up guests of type '$vmtype'\n" if $vmtype !~ /^(lxc|qemu)$/;
     my $name = "dump-$vmid-" . POSIX::strftime("%Y_%m_%d-%H_%M_%S", localtime($backup_time));
     $self->{job}->{$vmid} = { 'archive-name' => $name };
     return { 'archive-name' => $name };
@@ -394,7 +394,8 @@ sub backup_init {
 sub backup_get_mechanism {
     my ($self, $vmid, $vmtype) = @_;
     return 'directory' if $vmtype eq 'lxc';
-    die "proxborg: VM backups are not supported by this plugin yet (containers only)\n";
+    return 'file-handle' if $vmtype eq 'qemu';
+    die "proxborg: cannot back up guests of type '$vmtype'\n";
 }
 
 sub backup_container_prepare {
@@ -482,7 +483,7 @@ sub backup_cleanup {
     }
     waitpid($job->{helper}, 0) if $job->{helper};
     delete $job->{helper};
-    my $result = {};
+    my $result = $job->{result} // {};    # a VM's: backup_vm ran in this process
     if ($job->{dir} && open(my $fh, '<', "$job->{dir}/result.json")) {
         $result = eval { JSON::PP::decode_json(do { local $/; <$fh> }) } // {};
     }
@@ -490,7 +491,9 @@ sub backup_cleanup {
     delete $job->{dir};
     if (!$success && $result->{ok}) {
         # The archive exists but the job failed after it (e.g. setting protection): do not
-        # leave a backup PVE reported as failed.
+        # leave a backup PVE reported as failed. A VM's next backup must then read everything
+        # (QEMU may already have cleared its bitmap), so the archive stops being its base.
+        unlink(last_archive_file($self->{storeid}, $vmid)) if $vmtype && $vmtype eq 'qemu';
         eval {
             PVE::Storage::Custom::ProxborgPlugin::run_proxborg(
                 $self->{scfg}, $self->{storeid}, ['delete', $job->{'archive-name'}]);
@@ -507,10 +510,116 @@ sub backup_handle_log_file {
     return;
 }
 
-sub backup_vm_query_incremental { return {}; }
+# ---- VMs (PVE-BACKUP-PROVIDER.md §2.4, file-handle) -----------------------------------------
+#
+# QEMU keeps one dirty bitmap per drive and storage, only in the running process; it is cleared
+# when a backup_vm to this storage returned. So the base of an incremental backup is exactly
+# the archive the last successful backup_vm of this VM to this storage committed: its name is
+# kept in the run directory (/run: gone at reboot, as the bitmaps are). `use` is answered only
+# when that archive is still there, readable, and holds the drive with the same size;
+# anything else is `new`, and proxborg reads the whole drive.
+
+sub last_archive_file {
+    my ($storeid, $vmid) = @_;
+    return PVE::Storage::Custom::ProxborgPlugin::run_dir() . "/last-$storeid-$vmid";
+}
+
+# The drives of archive $name as its manifest records them (the figures proxborg writes for each
+# drive-<dev>.raw entry): { 'drive-scsi0' => size }; undef if the archive is not listed (gone,
+# or its manifest does not read). Metadata only: listing the entries themselves would fetch
+# their content. proxborg checks the entry itself again before reusing its chunks.
+sub archive_drives {
+    my ($self, $name) = @_;
+    my $m = eval {
+        PVE::Storage::Custom::ProxborgPlugin::archives($self->{scfg}, $self->{storeid})->{$name}
+    } or return;
+    return if ($m->{metadata}->{kind} // '') ne 'qemu';
+    return { map { ($_->{name} => $_->{size}) } @{ $m->{metadata}->{drives} // [] } };
+}
+
+sub backup_vm_query_incremental {
+    my ($self, $vmid, $volumes) = @_;
+    my $job = $self->{job}->{$vmid} // die "backup_vm_query_incremental: no backup_init for $vmid\n";
+    my ($previous, $drives);
+    if (open(my $fh, '<', last_archive_file($self->{storeid}, $vmid))) {
+        $previous = <$fh>;
+        chomp $previous if defined($previous);
+        $drives = $self->archive_drives($previous) if $previous;
+    }
+    my $res = {};
+    for my $dev (sort keys %$volumes) {
+        my $size = $volumes->{$dev}->{size};
+        my $ok = $drives && defined($drives->{$dev}) && $drives->{$dev} == $size;
+        $res->{$dev} = $ok ? 'use' : 'new';
+    }
+    if (grep { $_ eq 'use' } values %$res) {
+        $job->{previous} = $previous;
+        $self->log('info', "incremental backup based on proxborg archive '$previous'");
+    }
+    return $res;
+}
 
 sub backup_vm {
-    die "proxborg: VM backups are not supported by this plugin yet (containers only)\n";
+    my ($self, $vmid, $guest_config, $volumes, $info) = @_;
+    my $job = $self->{job}->{$vmid} // die "backup_vm: no backup_init for $vmid\n";
+    my $name = $job->{'archive-name'};
+    my $base = PVE::Storage::Custom::ProxborgPlugin::run_dir();
+    make_path($base, { mode => 0700 });
+    my $dir = File::Temp::tempdir("backup-$vmid-XXXXXX", DIR => $base);
+    chmod(0700, $dir);
+    $job->{dir} = $dir;    # backup_cleanup removes it
+    my $write = sub {
+        my ($file, $text) = @_;
+        open(my $fh, '>', "$dir/$file") or die "writing $dir/$file: $!\n";
+        print $fh $text;
+        close($fh) or die "writing $dir/$file: $!\n";
+        return "$dir/$file";
+    };
+    my @args = ('pve-vm-archive', $name, '--json', '--vmid', $vmid,
+        '--config', $write->('qemu-server.conf', $guest_config));
+    push @args, '--firewall', $write->('qemu-server.fw', $info->{'firewall-config'})
+        if defined($info->{'firewall-config'});
+    my $incremental;
+    for my $dev (sort keys %$volumes) {
+        my $vol = $volumes->{$dev};
+        my $fh = $vol->{'file-handle'} // die "proxborg: no file handle for $dev\n";
+        # the handle PVE opened (on its nbdfuse file), reopened by proxborg through /proc
+        my $spec = "$dev=/proc/$$/fd/" . fileno($fh) . ",size=$vol->{size}";
+        if (($vol->{'bitmap-mode'} // '') eq 'reuse' && $job->{previous}) {
+            my $regions = '';
+            my ($n, $bytes) = (0, 0);
+            while (my ($off, $len) = $vol->{'next-dirty-region'}->()) {
+                $regions .= "$off $len\n";
+                $n++;
+                $bytes += $len;
+            }
+            $spec .= ",dirty=" . $write->("dirty-$dev", $regions);
+            $incremental = 1;
+            $self->log('info', "$dev: $n dirty regions ($bytes bytes) since '$job->{previous}'");
+        } else {
+            $self->log('info', "$dev: reading all of it (bitmap "
+                . ($vol->{'bitmap-mode'} // 'none') . ")");
+        }
+        push @args, '--drive', $spec;
+    }
+    push @args, '--previous', $job->{previous} if $incremental;
+    my $warnings = [];
+    my $out = PVE::Storage::Custom::ProxborgPlugin::run_proxborg(
+        $self->{scfg}, $self->{storeid}, \@args, undef, $warnings);
+    $self->log('warn', $_) for @$warnings;
+    my $r = JSON::PP::decode_json($out);
+    for my $d (@{ $r->{drives} // [] }) {
+        $self->log('info', "$d->{name}: read $d->{read} of $d->{size} bytes, $d->{new} new");
+    }
+    $job->{result} = { ok => 1, size => $r->{size} // 0 };
+    # committed: the next incremental backup of this VM to this storage builds on it
+    open(my $fh, '>', last_archive_file($self->{storeid}, $vmid) . ".tmp")
+        or die "writing the run directory: $!\n";
+    print $fh "$name\n";
+    close($fh);
+    rename(last_archive_file($self->{storeid}, $vmid) . ".tmp",
+        last_archive_file($self->{storeid}, $vmid));
+    return;
 }
 
 sub extract_file {
@@ -521,20 +630,38 @@ sub extract_file {
         $self->{scfg}, $self->{storeid}, ['extract', $name, $path, '--stdout']);
 }
 
+sub guest_type {
+    my ($self, $volname) = @_;
+    my (undef, $m) = PVE::Storage::Custom::ProxborgPlugin::archive_of(
+        $self->{scfg}, $self->{storeid}, $volname);
+    return $m->{metadata}->{kind};
+}
+
 sub archive_get_guest_config {
     my ($self, $volname, $storeid) = @_;
-    return $self->extract_file($volname, 'etc/vzdump/pct.conf');
+    my $file = $self->guest_type($volname) eq 'qemu' ? 'qemu-server.conf' : 'etc/vzdump/pct.conf';
+    return $self->extract_file($volname, $file);
 }
 
 sub archive_get_firewall_config {
     my ($self, $volname, $storeid) = @_;
-    my $fw = $self->extract_file($volname, 'etc/vzdump/pct.fw');
+    my $fw;
+    if ($self->guest_type($volname) eq 'qemu') {
+        # vzdump stores qemu-server.fw only when the VM has one
+        my ($name) = PVE::Storage::Custom::ProxborgPlugin::parse_name($volname);
+        my $out = PVE::Storage::Custom::ProxborgPlugin::run_proxborg(
+            $self->{scfg}, $self->{storeid}, ['list', $name, 'qemu-server.fw', '--json']);
+        return if $out !~ /\S/;
+        $fw = $self->extract_file($volname, 'qemu-server.fw');
+    } else {
+        $fw = $self->extract_file($volname, 'etc/vzdump/pct.fw');
+    }
     return length($fw) ? $fw : undef;
 }
 
 sub restore_get_mechanism {
     my ($self, $volname, $storeid) = @_;
-    return ('directory', 'lxc');
+    return $self->guest_type($volname) eq 'qemu' ? ('qemu-img', 'qemu') : ('directory', 'lxc');
 }
 
 sub restore_mountpoint {
@@ -546,6 +673,12 @@ sub restore_mountpoint {
 
 sub restore_container_init {
     my ($self, $volname, $storeid, $info) = @_;
+    return { 'archive-directory' => $self->mount_archive($volname) };
+}
+
+# `proxborg mount` of the archive in the background, until it is mounted; its mountpoint.
+sub mount_archive {
+    my ($self, $volname) = @_;
     my ($mnt, $name) = $self->restore_mountpoint($volname);
     make_path($mnt, { mode => 0700 });
     my $env = PVE::Storage::Custom::ProxborgPlugin::proxborg_env($self->{scfg}, $self->{storeid});
@@ -559,7 +692,7 @@ sub restore_container_init {
     }
     $self->{restore}->{$volname} = { pid => $pid, mnt => $mnt };
     for (1 .. 600) {
-        return { 'archive-directory' => $mnt } if is_mounted($mnt);
+        return $mnt if is_mounted($mnt);
         if (waitpid($pid, POSIX::WNOHANG()) == $pid) {
             die "proxborg mount of '$name' failed (exit code " . ($? >> 8) . ")\n";
         }
@@ -582,6 +715,12 @@ sub is_mounted {
 
 sub restore_container_cleanup {
     my ($self, $volname, $storeid, $info) = @_;
+    $self->unmount_archive($volname);
+    return;
+}
+
+sub unmount_archive {
+    my ($self, $volname) = @_;
     my $r = delete($self->{restore}->{$volname}) // {};
     my $mnt = $r->{mnt} // ($self->restore_mountpoint($volname))[0];
     if (is_mounted($mnt)) {
@@ -596,6 +735,37 @@ sub restore_container_cleanup {
     }
     waitpid($r->{pid}, 0) if $r->{pid};
     rmdir($mnt);
+    return;
+}
+
+# qmrestore (§3.2): the drive images inside a `proxborg mount` of the archive, read by
+# PVE's `qemu-img convert -f raw` (a FUSE file is random-access and passes its `-f` test).
+sub restore_vm_init {
+    my ($self, $volname, $info) = @_;
+    my $mnt = $self->mount_archive($volname);
+    my $res = {};
+    opendir(my $dh, $mnt) or die "reading $mnt: $!\n";
+    for my $f (readdir($dh)) {
+        next if $f !~ /^(drive-[A-Za-z0-9-]+)\.raw$/;
+        $res->{$1} = { size => -s "$mnt/$f" };
+    }
+    closedir($dh);
+    return $res;
+}
+
+sub restore_vm_volume_init {
+    my ($self, $volname, $devname, $info) = @_;
+    my $r = $self->{restore}->{$volname} // die "restore_vm_volume_init: no restore_vm_init\n";
+    my $p = "$r->{mnt}/$devname.raw";
+    die "proxborg archive has no drive '$devname'\n" if !-f $p;
+    return { 'qemu-img-path' => $p };
+}
+
+sub restore_vm_volume_cleanup { return; }
+
+sub restore_vm_cleanup {
+    my ($self, $volname, $info) = @_;
+    $self->unmount_archive($volname);
     return;
 }
 
