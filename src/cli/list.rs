@@ -7,7 +7,7 @@
 use super::{access, Global, Outcome};
 use crate::item::filter::Selection;
 use crate::item::{Item, Kind};
-use crate::retrieve::ArchiveReader;
+use crate::repo::item_stream::ItemStreamReader;
 use anyhow::Result;
 use std::io::Write;
 
@@ -75,8 +75,13 @@ fn list(global: &Global, args: Args) -> Result<Outcome> {
         ..Default::default()
     };
     let index = repo.index().clone();
-    for entry in ArchiveReader::open(&repo, &manifest, selection) {
-        let item = entry?.item;
+    // Only the item stream is read: listing never fetches file contents.
+    let source = repo.blob_source();
+    for item in ItemStreamReader::new(manifest.item_stream.clone(), |id| source.read_blob(id)) {
+        let item = item?;
+        if !selection.selects(&item.path) {
+            continue;
+        }
         // Damaged: content blobs are gone (`check --repair` reported the file). Asked of the
         // index, not of the archive's record, so a file a later backup healed shows whole.
         let damaged = item.chunks.iter().any(|c| !index.contains(&c.id));
