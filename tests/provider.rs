@@ -4,58 +4,26 @@
 //! a `directory` restore, prune and notes). The node has its own directory and pool.
 
 mod common;
+#[path = "support/node.rs"]
+mod node;
 use common::*;
+use node::Node;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
 const SIM_DIR: &str = "/var/lib/proxborg-sim-provider";
 
-struct Node {
-    env: Vec<(String, String)>,
-}
-
 fn node() -> (MutexGuard<'static, ()>, &'static Node) {
     static LOCK: Mutex<()> = Mutex::new(());
     static NODE: OnceLock<Node> = OnceLock::new();
     let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let node = NODE.get_or_init(|| {
-        let out = Command::new(sim())
-            .args(["up", SIM_DIR])
-            .env("PROXBORG_SIM_POOL", "pxprov")
-            .output()
-            .expect("running pve/sim up");
-        assert!(
-            out.status.success(),
-            "pve/sim up failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut env = Vec::new();
-        for line in String::from_utf8(out.stdout).unwrap().lines() {
-            let Some(rest) = line.strip_prefix("export ") else {
-                continue;
-            };
-            let (k, v) = rest.split_once('=').unwrap();
-            env.push((k.to_string(), sh(&format!("printf %s {v}"))));
-        }
-        Node { env }
-    });
-    let out = Command::new(sim())
-        .args(["heal", SIM_DIR])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "pve/sim heal: {}", stderr(&out));
+    let node = NODE.get_or_init(|| Node::up(SIM_DIR, "pxprov"));
+    node.heal();
     (guard, node)
 }
 
-fn sim() -> &'static str {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/pve/sim")
-}
-
 impl Node {
-    fn get(&self, k: &str) -> String {
-        self.env.iter().find(|(n, _)| n == k).unwrap().1.clone()
-    }
     fn dir(&self, rel: &str) -> PathBuf {
         Path::new(&self.get("PROXBORG_SIM_DIR")).join(rel)
     }

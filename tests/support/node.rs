@@ -1,6 +1,7 @@
 //! The simulated PVE node (`pve/sim`) for end-to-end tests: each test file brings it up in its
 //! own directory and pool, and its tests take turns on it (one node, one lock).
 
+#![allow(dead_code)]
 use super::common::{sh, Scratch};
 use std::path::PathBuf;
 use std::process::Command;

@@ -186,7 +186,8 @@ sub check_connection { return 1; }
 sub activate_storage {
     my ($class, $storeid, $scfg, $cache) = @_;
     my $repo = $scfg->{repo} // die "storage '$storeid': no repo configured\n";
-    if ($repo !~ m!^ssh://! && !-d $repo) {
+    # A directory must exist; ssh:// and s3: URLs are checked by proxborg when it connects.
+    if ($repo =~ m!^/! && !-d $repo) {
         die "storage '$storeid': repository directory '$repo' does not exist\n";
     }
     die "storage '$storeid': " . proxborg_bin() . " is not installed\n" if !-x proxborg_bin();
