@@ -219,12 +219,13 @@ mod tests {
     #[test]
     fn touched_chunks_across_boundaries_and_at_the_end() {
         let c = CHUNK_SIZE;
+        let one = |r: Range<u64>, size: u64| touched_chunks(std::slice::from_ref(&r), size);
         // Exactly one chunk, ends on a boundary.
-        assert_eq!(touched_chunks(&[0..c], c), vec![0]);
+        assert_eq!(one(0..c, c), vec![0]);
         // One byte over the boundary touches the next chunk.
-        assert_eq!(touched_chunks(&[0..c + 1], c), vec![0, 1]);
+        assert_eq!(one(0..c + 1, c), vec![0, 1]);
         // Crossing a boundary in the middle.
-        assert_eq!(touched_chunks(&[c - 1..c + 1], c), vec![0, 1]);
+        assert_eq!(one(c - 1..c + 1, c), vec![0, 1]);
         // Several ranges in one chunk count it once; a long range spans many.
         assert_eq!(
             touched_chunks(&[10..20, 30..40, 2 * c..5 * c + 3], c),
@@ -232,18 +233,15 @@ mod tests {
         );
         // The last, partial chunk of a volume that is not a multiple of the chunk size.
         let vol = 10 * c + 8192;
-        assert_eq!(touched_chunks(&[vol - 4096..vol], c), vec![10]);
+        assert_eq!(one(vol - 4096..vol, c), vec![10]);
         // Unsorted and overlapping input.
         assert_eq!(
             touched_chunks(&[5 * c..6 * c, 0..1, 5 * c..5 * c + 1], c),
             vec![0, 5]
         );
-        assert!(touched_chunks(&[3..3], c).is_empty());
-        assert!(touched_chunks(&[0..10], 0).is_empty());
-        assert_eq!(
-            touched_chunks(&[u64::MAX - 1..u64::MAX], c),
-            vec![u64::MAX / c]
-        );
+        assert!(one(3..3, c).is_empty());
+        assert!(one(0..10, 0).is_empty());
+        assert_eq!(one(u64::MAX - 1..u64::MAX, c), vec![u64::MAX / c]);
     }
 
     proptest::proptest! {
