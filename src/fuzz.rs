@@ -40,6 +40,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("settings", settings),
     ("zfs_output", zfs_output),
     ("vma", vma),
+    ("zfs_send", zfs_send),
     ("wire", wire),
 ];
 
@@ -295,6 +296,43 @@ pub fn vma(data: &[u8]) {
     let _ = reader.finish();
 }
 
+/// `piece size u8 ‖ stream`: a zvol's `zfs send` stream, handed to the reader at most
+/// `piece + 1` bytes a read (0: all at once), every event folded into the changed ranges of a
+/// 64 MiB volume as direct zvol mode does, and the touched 4 MiB chunks counted.
+pub fn zfs_send(data: &[u8]) {
+    use crate::zfs::send::{touched_chunks, ChangeSet, SendStreamReader, CHUNK_SIZE};
+    let Some((&piece, stream)) = data.split_first() else {
+        return;
+    };
+    let piece = if piece == 0 {
+        usize::MAX
+    } else {
+        usize::from(piece) + 1
+    };
+    let mut reader = SendStreamReader::new(Pieces(stream, piece));
+    let mut changes = ChangeSet::new(64 << 20);
+    while let Ok(Some(event)) = reader.next_event() {
+        if changes.add(&event).is_err() {
+            return;
+        }
+    }
+    let ranges = changes.finish();
+    let _ = touched_chunks(&ranges, CHUNK_SIZE);
+    let _ = touched_chunks(&ranges, 4096);
+}
+
+/// A reader returning at most `.1` bytes a call, as a pipe may.
+struct Pieces<'a>(&'a [u8], usize);
+
+impl Read for Pieces<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.1).min(self.0.len());
+        buf[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        Ok(n)
+    }
+}
+
 /// Seed inputs for every target, made by the encoders: what `fuzz/corpus/<target>/` holds.
 pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     seeds::all()
@@ -524,6 +562,20 @@ mod seeds {
             }
             w.finish().expect("a VMA")
         });
+        add(
+            "zfs_send",
+            "full",
+            [&[0u8][..], &crate::zfs::send::test_support::sample_full()].concat(),
+        );
+        add(
+            "zfs_send",
+            "incremental-pieces",
+            [
+                &[100u8][..],
+                &crate::zfs::send::test_support::sample_incremental(),
+            ]
+            .concat(),
+        );
         add("zfs_output", "get", b"rpool\tguid\t212755847572743819\t-\nrpool/data\tproxborg:run\trun-7f3a\twith tab\tlocal\n".to_vec());
         out
     }

@@ -1,13 +1,15 @@
 //! Pure ZFS vocabulary: validated dataset and snapshot names, parsers for the text the `zfs`
 //! CLI prints (`zfs list -H -o name,mountpoint,type`, `zfs get -H -p -o name,property,value`),
-//! argv builders for the few commands proxborg runs, and the classification of `zfs` error
-//! output. Works for OpenZFS 2.x (PVE 8/9) and zfs-fuse 0.7 (tests). Nothing here runs a
-//! command: `host` does, with the argv built here.
+//! argv builders for the few commands proxborg runs, the classification of `zfs` error
+//! output, and the decoder of a zvol's `zfs send` stream (`send`). Works for OpenZFS 2.x
+//! (PVE 8/9) and zfs-fuse 0.7 (tests). Nothing here runs a command: `host` does, with the
+//! argv built here.
 
 pub mod argv;
 pub mod cleanup;
 pub mod names;
 pub mod parse;
+pub mod send;
 
 pub use argv::{
     clone_argv, destroy_argv, get_argv, list_argv, set_user_property, snapshot_argv,
