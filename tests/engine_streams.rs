@@ -451,10 +451,11 @@ fn a_repository_url_is_refused_never_taken_as_a_local_directory() {
         // connection fails, on one line naming the host, and nothing local is created.
         ("ssh://backup-host/srv/repo", "ssh to backup-host failed"),
         ("ssh://backup-host", "no path after the host"),
-        (
-            "s3:https://127.0.0.1:3900/bucket",
-            "s3:// repositories are not supported",
-        ),
+        // s3: is a remote repository too (tests/s3.rs): without credentials, one line
+        // saying where they come from; a malformed one names what is wrong.
+        ("s3:https://127.0.0.1:3900/bucket", "no S3 credentials"),
+        ("s3:https://127.0.0.1:3900/Bad_Bucket", "bad bucket name"),
+        ("sftp://host/repo", "sftp:// repositories are not supported"),
         ("host:repo", "unknown URL scheme"),
     ] {
         for args in [&["init", "--encryption", "none"][..], &["list"][..]] {
@@ -462,6 +463,9 @@ fn a_repository_url_is_refused_never_taken_as_a_local_directory() {
                 .current_dir(&cwd)
                 .env("PROXBORG_REPO", url)
                 .env("PROXBORG_RSH", "false")
+                .env_remove("AWS_ACCESS_KEY_ID")
+                .env_remove("AWS_SECRET_ACCESS_KEY")
+                .env("PROXBORG_CONFIG", "/nonexistent/proxborg.conf")
                 .args(args));
             assert_eq!(code(&out), 2, "{url} {args:?}");
             let err = stderr(&out);
