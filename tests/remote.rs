@@ -7,7 +7,7 @@ use common::*;
 use proxborg::repo::backend::{conformance, local::LocalDir, Backend};
 use proxborg::repo::location::SshUrl;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_proxborg");
@@ -275,23 +275,7 @@ fn a_killed_connection_is_one_line_and_leaves_a_sound_repository() {
     ok(sshd
         .cmd(&s, "plain", &repo)
         .args(["init", "--encryption", "none"]));
-    let mut child = sshd
-        .cmd(&s, "plain", &repo)
-        .args(["create", "killed", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let feeder = std::thread::spawn(move || {
-        use std::io::Write;
-        for i in 0..400u64 {
-            if stdin.write_all(&noise(1 << 20, i)).is_err() {
-                return;
-            }
-        }
-    });
+    let (child, feeder) = spawn_stream_backup(sshd.cmd(&s, "plain", &repo), "killed", 400);
     let deadline = Instant::now() + Duration::from_secs(60);
     // Killed once an index file names some packs: the rerun below can reuse those.
     while files_under(&repo.join("index")).is_empty() {
@@ -309,11 +293,7 @@ fn a_killed_connection_is_one_line_and_leaves_a_sound_repository() {
     assert!(err.contains("connection to"), "{err}");
     ok(sshd.cmd(&s, "plain", &repo).args(["check"]));
     // The rerun of the same data reuses what the indexed packs already hold.
-    let mut data = Vec::new();
-    for i in 0..400u64 {
-        data.extend(noise(1 << 20, i));
-    }
-    let out = create_stdin_with(sshd.cmd(&s, "plain", &repo), "rerun", &data);
+    let out = create_stdin_with(sshd.cmd(&s, "plain", &repo), "rerun", &noise_stream(400));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let info = ok(sshd
         .cmd(&s, "plain", &repo)

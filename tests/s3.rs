@@ -11,7 +11,7 @@ use common::*;
 use garage::Garage;
 use proxborg::repo::backend::s3::S3Backend;
 use proxborg::repo::backend::{conformance, Backend};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 fn backend(g: &Garage, bucket: &str) -> S3Backend {
@@ -193,38 +193,13 @@ fn a_wrong_secret_is_one_line_naming_the_object_and_the_servers_answer() {
     assert!(err.contains("HTTP 403"), "{err}");
 }
 
-/// Streams `chunks` MiB of noise into `create NAME -` and returns the running child.
-fn start_stream_backup(
-    mut c: Command,
-    name: &str,
-    chunks: u64,
-) -> (std::process::Child, std::thread::JoinHandle<()>) {
-    let mut child = c
-        .args(["create", name, "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let feeder = std::thread::spawn(move || {
-        use std::io::Write;
-        for i in 0..chunks {
-            if stdin.write_all(&noise(1 << 20, i)).is_err() {
-                return;
-            }
-        }
-    });
-    (child, feeder)
-}
-
 #[test]
 fn a_storage_node_killed_mid_backup_changes_nothing() {
     let mut g = Garage::start();
     let s = Scratch::new();
     let url = g.url(0, "nodekill");
     ok(cmd(&g, &s, &url).args(["init", "--encryption", "repokey"]));
-    let (child, feeder) = start_stream_backup(cmd(&g, &s, &url), "survives", 120);
+    let (child, feeder) = spawn_stream_backup(cmd(&g, &s, &url), "survives", 120);
     g.wait_for_a_pack("nodekill");
     // Node 2 (not the endpoint) dies and comes back while the backup goes on.
     g.kill(2);
@@ -234,10 +209,7 @@ fn a_storage_node_killed_mid_backup_changes_nothing() {
     feeder.join().unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     ok(cmd(&g, &s, &url).args(["check", "--verify-data"]));
-    let mut expected = Vec::new();
-    for i in 0..120 {
-        expected.extend(noise(1 << 20, i));
-    }
+    let expected = noise_stream(120);
     let back = ok(cmd(&g, &s, &url).args(["extract", "survives", "--stdout"])).stdout;
     assert!(back == expected, "byte-exact after a node's crash");
 }
@@ -249,7 +221,7 @@ fn a_stopped_endpoint_is_one_line_and_the_rerun_reuses_what_was_uploaded() {
     let url = g.url(0, "endpointdown");
     ok(cmd(&g, &s, &url).args(["init", "--encryption", "none"]));
     let b = backend(&g, "endpointdown");
-    let (child, feeder) = start_stream_backup(cmd(&g, &s, &url), "interrupted", 300);
+    let (child, feeder) = spawn_stream_backup(cmd(&g, &s, &url), "interrupted", 300);
     let deadline = Instant::now() + Duration::from_secs(180);
     while b.list("index").unwrap().is_empty() {
         assert!(Instant::now() < deadline, "no index file arrived");
@@ -265,7 +237,7 @@ fn a_stopped_endpoint_is_one_line_and_the_rerun_reuses_what_was_uploaded() {
     ok(cmd(&g, &s, &url).arg("check"));
     // The rerun of the same data stores less than all of it: what the indexed packs hold is
     // reused.
-    let (child, feeder) = start_stream_backup(cmd(&g, &s, &url), "rerun", 300);
+    let (child, feeder) = spawn_stream_backup(cmd(&g, &s, &url), "rerun", 300);
     let out = child.wait_with_output().unwrap();
     feeder.join().unwrap();
     assert_eq!(code(&out), 0, "{}", stderr(&out));

@@ -48,18 +48,24 @@ pub struct Created {
     pub warnings: u64,
 }
 
+/// A valid archive name that the repository does not hold yet (every archive builder checks
+/// this before reading anything).
+pub(crate) fn ensure_new_archive_name(repo: &Repository, name: &str) -> Result<(), BackupError> {
+    crate::repo::archive::validate_name(name)?;
+    if repo.find_archive(name).is_ok() {
+        return Err(BackupError::Refused(format!(
+            "archive {name:?} already exists"
+        )));
+    }
+    Ok(())
+}
+
 pub fn create(
     repo: &Repository,
     request: CreateRequest,
     sink: &dyn Sink,
 ) -> Result<Created, BackupError> {
-    crate::repo::archive::validate_name(&request.name)?;
-    if repo.find_archive(&request.name).is_ok() {
-        return Err(BackupError::Refused(format!(
-            "archive {:?} already exists",
-            request.name
-        )));
-    }
+    ensure_new_archive_name(repo, &request.name)?;
     let report = JobReport::new(sink, &request.name);
     let mut builder = ArchiveBuilder::new(repo, request.compression);
     let mut metadata = BTreeMap::new();

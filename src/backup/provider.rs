@@ -7,6 +7,7 @@
 //! snapshots, mounts or freezes anything: that is vzdump's part.
 
 use super::container::add_vzdump_files;
+use super::create::ensure_new_archive_name;
 use super::events::JobReport;
 use super::{
     base_metadata, files_cache, save_files_cache, BackupError, CacheOptions, Created, Sink,
@@ -41,13 +42,7 @@ pub fn container_from_directory(
     request: ContainerDirRequest,
     sink: &dyn Sink,
 ) -> Result<Created, BackupError> {
-    crate::repo::archive::validate_name(&request.name)?;
-    if repo.find_archive(&request.name).is_ok() {
-        return Err(BackupError::Refused(format!(
-            "archive {:?} already exists",
-            request.name
-        )));
-    }
+    ensure_new_archive_name(repo, &request.name)?;
     let conf = parse_guest_config(
         GuestKind::Lxc,
         request.vmid,

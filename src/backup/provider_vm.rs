@@ -8,6 +8,7 @@
 //! entry is missing or cut differently is read whole (with a warning), never patched blindly.
 //! This module never talks to QEMU or changes a disk: that is vzdump's part.
 
+use super::create::ensure_new_archive_name;
 use super::drives::{add_config, drives_metadata};
 use super::events::{Event, Sink};
 use super::{base_metadata, BackupError, Created};
@@ -50,13 +51,7 @@ pub fn vm_from_images(
     request: VmImagesRequest,
     sink: &dyn Sink,
 ) -> Result<Created, BackupError> {
-    crate::repo::archive::validate_name(&request.name)?;
-    if repo.find_archive(&request.name).is_ok() {
-        return Err(BackupError::Refused(format!(
-            "archive {:?} already exists",
-            request.name
-        )));
-    }
+    ensure_new_archive_name(repo, &request.name)?;
     let conf = parse_guest_config(
         GuestKind::Qemu,
         request.vmid,

@@ -265,3 +265,34 @@ pub fn create_stdin_with(mut cmd: Command, name: &str, data: &[u8]) -> Output {
     }
     child.wait_with_output().unwrap()
 }
+
+/// `mib` MiB of noise, 1 MiB per seed 0, 1, ...: what `spawn_stream_backup` feeds.
+pub fn noise_stream(mib: u64) -> Vec<u8> {
+    (0..mib).flat_map(|i| noise(1 << 20, i)).collect()
+}
+
+/// Starts `create NAME -` through `cmd` and feeds it `noise_stream(mib)` from a thread, for
+/// tests that kill something mid-backup. The feeder stops quietly when the pipe closes.
+pub fn spawn_stream_backup(
+    mut cmd: Command,
+    name: &str,
+    mib: u64,
+) -> (std::process::Child, std::thread::JoinHandle<()>) {
+    use std::io::Write;
+    let mut child = cmd
+        .args(["create", name, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        for i in 0..mib {
+            if stdin.write_all(&noise(1 << 20, i)).is_err() {
+                return;
+            }
+        }
+    });
+    (child, feeder)
+}
