@@ -26,12 +26,23 @@ pub struct Garage {
     pub secret: String,
 }
 
+/// A free loopback port never handed out before in this process: tests run in parallel
+/// threads, and a port one cluster released (or will bind again on restart) must not go to
+/// another cluster, whose node would then fail to bind while the port looks open.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 fn wait_for_port(port: u16, what: &str) {
@@ -163,6 +174,13 @@ impl Garage {
         node.child = Some(child);
         wait_for_port(node.rpc_port, "garage");
         wait_for_port(node.s3_port, "garage");
+        // An open port could still be someone else's: the node must be running.
+        std::thread::sleep(Duration::from_millis(200));
+        let exited = self.nodes[n]
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten());
+        assert!(exited.is_none(), "garage node {n} exited: {}", self.logs());
     }
 
     fn try_cli(&self, n: usize, args: &[&str]) -> Output {
