@@ -249,15 +249,9 @@ pub fn run_vzdump_hook(conf: &Path, vars: &[(&str, String)], args: &[&str]) -> O
 }
 
 /// `create NAME -` through `cmd` (a proxborg command with its repository set), `data` on stdin.
-pub fn create_stdin_with(mut cmd: Command, name: &str, data: &[u8]) -> Output {
+pub fn create_stdin_with(cmd: Command, name: &str, data: &[u8]) -> Output {
     use std::io::Write;
-    let mut child = cmd
-        .args(["create", name, "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_create_stdin(cmd, name);
     // proxborg may stop reading early (a full disk, a refused repository, a lost
     // connection): its exit status says why, so a closed pipe is not the test's failure.
     if let Err(e) = child.stdin.take().unwrap().write_all(data) {
@@ -274,18 +268,12 @@ pub fn noise_stream(mib: u64) -> Vec<u8> {
 /// Starts `create NAME -` through `cmd` and feeds it `noise_stream(mib)` from a thread, for
 /// tests that kill something mid-backup. The feeder stops quietly when the pipe closes.
 pub fn spawn_stream_backup(
-    mut cmd: Command,
+    cmd: Command,
     name: &str,
     mib: u64,
 ) -> (std::process::Child, std::thread::JoinHandle<()>) {
     use std::io::Write;
-    let mut child = cmd
-        .args(["create", name, "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_create_stdin(cmd, name);
     let mut stdin = child.stdin.take().unwrap();
     let feeder = std::thread::spawn(move || {
         for i in 0..mib {
@@ -295,4 +283,14 @@ pub fn spawn_stream_backup(
         }
     });
     (child, feeder)
+}
+
+/// `create NAME -` through `cmd`, all three standard streams piped.
+fn spawn_create_stdin(mut cmd: Command, name: &str) -> std::process::Child {
+    cmd.args(["create", name, "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
