@@ -29,6 +29,11 @@ pub enum Event<'a> {
         archive: Option<&'a str>,
         message: &'a str,
     },
+    /// Worth knowing, not a problem (the exit status stays 0).
+    Note {
+        archive: Option<&'a str>,
+        message: &'a str,
+    },
     Progress {
         archive: &'a str,
         stats: &'a ArchiveStats,
@@ -142,6 +147,13 @@ impl<'a> JobReport<'a> {
     pub fn warn(&self, message: impl AsRef<str>) {
         self.warnings.fetch_add(1, Ordering::Relaxed);
         self.sink.event(Event::Warning {
+            archive: Some(self.archive),
+            message: message.as_ref(),
+        });
+    }
+
+    pub fn note(&self, message: impl AsRef<str>) {
+        self.sink.event(Event::Note {
             archive: Some(self.archive),
             message: message.as_ref(),
         });

@@ -20,6 +20,7 @@ mod provider;
 mod provider_vm;
 mod prune;
 mod volumes;
+mod zvol;
 
 #[cfg(test)]
 mod recording;
@@ -234,6 +235,7 @@ pub fn run_plan(
         };
         let result = match job {
             Job::Image(j) => image::run(&ctx, j),
+            Job::Zvol(j) => zvol::run(&ctx, j),
             Job::ContainerFiles(j) => container::run(&ctx, j, &plan.snapshot),
             Job::Dataset(j) => dataset::run(&ctx, j),
         };

@@ -156,7 +156,10 @@ pub fn vm_from_images(
 }
 
 /// The drive entries (`drive-*.raw`) of archive `name`, by drive name; metadata only.
-fn previous_drives(repo: &Repository, name: &str) -> Result<HashMap<String, Item>, BackupError> {
+pub(super) fn previous_drives(
+    repo: &Repository,
+    name: &str,
+) -> Result<HashMap<String, Item>, BackupError> {
     let (_, manifest) = repo.find_archive(name)?;
     let mut out = HashMap::new();
     let items = ItemStreamReader::new(manifest.item_stream.clone(), |id| repo.read_blob(id))

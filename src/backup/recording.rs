@@ -3,9 +3,11 @@
 //! then `interrupted()` is true, as with the real signal handler). Clones and overlay mounts
 //! are a small directory tree it makes; vzdump is a byte string.
 
-use crate::host::{CtState, GuestInput, GuestStream, Host, HostError, Taken};
+use crate::host::{CtState, GuestInput, GuestStream, Host, HostError, Taken, ZvolSnapshot};
 use crate::pve::{PveState, Vmid};
 use crate::zfs::argv::Destroyable;
+use crate::zfs::send::test_support::StreamWriter;
+use crate::zfs::zvol::{BookmarkName, Point};
 use crate::zfs::{DatasetName, SnapshotName, ZfsListEntry};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -28,7 +30,12 @@ pub struct RecordingHost {
     /// What clones and overlays show.
     tree: PathBuf,
     vzdump: Vec<u8>,
+    points: Vec<Point>,
 }
+
+/// Every zvol of the recording host: 1 MiB, its snapshots all of this guid.
+pub const ZVOL_SIZE: u64 = 1 << 20;
+pub const ZVOL_GUID: u64 = 0x2222;
 
 impl RecordingHost {
     pub fn new(tree: &Path, state: CtState) -> Self {
@@ -39,12 +46,37 @@ impl RecordingHost {
             state,
             tree: tree.to_path_buf(),
             vzdump: sample_vma(),
+            points: Vec::new(),
         }
     }
 
     pub fn with_fault(mut self, step: usize, fault: Fault) -> Self {
         self.fault = Some((step, fault));
         self
+    }
+
+    /// The snapshots and bookmarks every zvol has.
+    pub fn with_points(mut self, points: Vec<Point>) -> Self {
+        self.points = points;
+        self
+    }
+
+    /// The same host, for a stream that records into it.
+    fn stream(&self, label: String, data: Vec<u8>) -> RecordedDump {
+        RecordedDump {
+            label,
+            data: std::io::Cursor::new(data),
+            host: RecordingHost {
+                calls: self.calls.clone(),
+                fault: self.fault,
+                interrupted: self.interrupted.clone(),
+                state: self.state,
+                tree: self.tree.clone(),
+                vzdump: Vec::new(),
+                points: Vec::new(),
+            },
+            finished: false,
+        }
     }
 
     pub fn calls(&self) -> Vec<String> {
@@ -149,21 +181,74 @@ impl Host for RecordingHost {
         self.call(format!("unmount {}", mountpoint.display()))
     }
 
+    fn vm_running(&self, vmid: Vmid) -> Result<bool, HostError> {
+        self.call(format!("vm status {vmid}"))?;
+        Ok(self.state == CtState::Running)
+    }
+
+    fn agent_freeze(&self, vmid: Vmid) -> Result<(), HostError> {
+        self.call(format!("agent freeze {vmid}"))
+    }
+
+    fn agent_thaw(&self, vmid: Vmid) -> Result<(), HostError> {
+        self.call(format!("agent thaw {vmid}"))
+    }
+
+    fn zvol_snapshot(&self, snap: &SnapshotName) -> Result<ZvolSnapshot, HostError> {
+        self.call(format!("zvol size {snap}"))?;
+        Ok(ZvolSnapshot {
+            volsize: ZVOL_SIZE,
+            guid: ZVOL_GUID,
+        })
+    }
+
+    fn zvol_points(&self, dataset: &DatasetName) -> Result<Vec<Point>, HostError> {
+        self.call(format!("points {dataset}"))?;
+        let mine = |p: &&Point| {
+            p.name
+                .strip_prefix(dataset.as_str())
+                .is_some_and(|r| r.starts_with('@') || r.starts_with('#'))
+        };
+        Ok(self.points.iter().filter(mine).cloned().collect())
+    }
+
+    fn bookmark(&self, snap: &SnapshotName, bookmark: &BookmarkName) -> Result<(), HostError> {
+        self.call(format!("bookmark {snap} as {}", masked(bookmark.mark())))
+    }
+
+    fn destroy_bookmark(&self, bookmark: &BookmarkName) -> Result<(), HostError> {
+        self.call(format!("destroy bookmark {}", masked(bookmark.as_str())))
+    }
+
+    fn zfs_send(
+        &self,
+        snap: &SnapshotName,
+        from: Option<&BookmarkName>,
+    ) -> Result<Box<dyn GuestStream>, HostError> {
+        let from_guid = match from {
+            Some(b) => {
+                self.call(format!("zfs send -i {} {snap}", masked(b.mark())))?;
+                self.points
+                    .iter()
+                    .find(|p| p.name == b.as_str())
+                    .map_or(0, |p| p.guid)
+            }
+            None => {
+                self.call(format!("zfs send {snap}"))?;
+                0
+            }
+        };
+        let mut w = StreamWriter::new(snap.as_str(), from_guid, ZVOL_GUID);
+        w.object(1, 16384, ZVOL_SIZE / 16384 - 1)
+            .write(1, 0, &[0xA5; 16384]);
+        Ok(Box::new(self.stream(format!("zfs send {snap}"), w.end())))
+    }
+
     fn spawn_vzdump(&self, vmid: Vmid) -> Result<Box<dyn GuestStream>, HostError> {
         self.call(format!("spawn vzdump {vmid}"))?;
-        Ok(Box::new(RecordedDump {
-            vmid,
-            data: std::io::Cursor::new(self.vzdump.clone()),
-            host: RecordingHost {
-                calls: self.calls.clone(),
-                fault: self.fault,
-                interrupted: self.interrupted.clone(),
-                state: self.state,
-                tree: self.tree.clone(),
-                vzdump: Vec::new(),
-            },
-            finished: false,
-        }))
+        Ok(Box::new(
+            self.stream(format!("vzdump {vmid}"), self.vzdump.clone()),
+        ))
     }
 
     fn pct_restore(
@@ -183,6 +268,17 @@ impl Host for RecordingHost {
 
     fn interrupted(&self) -> bool {
         self.interrupted.load(Ordering::SeqCst)
+    }
+}
+
+/// A bookmark name with the repository's random id (`proxborg-<8 hex>-`) shown as
+/// `proxborg-ID-`, so that runs on different test repositories record the same calls.
+pub fn masked(name: &str) -> String {
+    match name.split_once("proxborg-") {
+        Some((head, tail)) if tail.len() > 9 && tail.as_bytes()[8] == b'-' => {
+            format!("{head}proxborg-ID-{}", &tail[9..])
+        }
+        _ => name.to_string(),
     }
 }
 
@@ -215,10 +311,11 @@ fn sample_vma() -> Vec<u8> {
     w.finish().expect("a valid VMA")
 }
 
-/// A vzdump being read: reads fail once a signal arrived (the real one is killed by the
-/// signal handler); dropped unfinished, it is killed.
+/// A program's output being read (vzdump, zfs send): reads fail once a signal arrived (the
+/// real one is killed by the signal handler); dropped unfinished, it is killed.
 struct RecordedDump {
-    vmid: Vmid,
+    /// `vzdump 200`, `zfs send pool/vol@snap`.
+    label: String,
     data: std::io::Cursor<Vec<u8>>,
     host: RecordingHost,
     finished: bool,
@@ -236,14 +333,14 @@ impl Read for RecordedDump {
 impl GuestStream for RecordedDump {
     fn finish(mut self: Box<Self>) -> Result<(), HostError> {
         self.finished = true;
-        self.host.call(format!("vzdump {} exited", self.vmid))
+        self.host.call(format!("{} exited", self.label))
     }
 }
 
 impl Drop for RecordedDump {
     fn drop(&mut self) {
         if !self.finished {
-            let _ = self.host.call(format!("kill vzdump {}", self.vmid));
+            let _ = self.host.call(format!("kill {}", self.label));
         }
     }
 }

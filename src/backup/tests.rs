@@ -14,7 +14,7 @@
 use super::recording::{Fault, RecordingHost};
 use super::*;
 use crate::host::CtState;
-use crate::plan::{DatasetJob, FilesJob, ImageJob, PlannedVolume};
+use crate::plan::{DatasetJob, FilesJob, ImageJob, PlannedVolume, ZvolDisk, ZvolJob};
 use crate::pve::{GuestKind, IdMap, Vmid};
 use crate::repo::test_support::unencrypted;
 use crate::zfs::{DatasetName, SnapshotName};
@@ -91,6 +91,31 @@ fn image_plan() -> BackupPlan {
     }))
 }
 
+/// VM 200 with two zvols on one pool and the guest agent on, snapshots `@<stamp>`.
+fn zvol_plan(stamp: &str, archive: &str) -> BackupPlan {
+    let disk = |key: &str, ds: &str| ZvolDisk {
+        key: key.into(),
+        storage: "local-zfs".into(),
+        dataset: DatasetName::new(ds).unwrap(),
+        snapshot: SnapshotName::new(&format!("{ds}@{stamp}")).unwrap(),
+    };
+    let mut plan = plan_of(Job::Zvol(ZvolJob {
+        vmid: Vmid(200),
+        hostname: Some("db".into()),
+        archive: archive.into(),
+        disks: vec![
+            disk("scsi0", "rpool/data/vm-200-disk-0"),
+            disk("virtio1", "rpool/data/vm-200-disk-1"),
+        ],
+        agent: true,
+        qemu_conf: "name: db\nagent: 1\n#qmdump#map:scsi0:drive-scsi0:local-zfs:raw:\n".into(),
+        qemu_fw: None,
+        requested_by: vec!["200".into()],
+    }));
+    plan.snapshot = stamp.into();
+    plan
+}
+
 fn plan_of(job: Job) -> BackupPlan {
     BackupPlan {
         node: "pve1".into(),
@@ -153,22 +178,36 @@ fn made_by(call: &str) -> Vec<String> {
         ["clone", _, "as", clone] => vec![format!("destroy clone {clone}")],
         ["mount", "overlay", "on", lower] => vec![format!("unmount {lower}")],
         ["spawn", "vzdump", vmid] => vec![format!("kill vzdump {vmid}")],
+        ["agent", "freeze", vmid] => vec![format!("agent thaw {vmid}")],
+        ["zfs", "send", .., snap] => vec![format!("kill zfs send {snap}")],
         _ => Vec::new(),
     }
 }
 
-/// `vzdump N exited` ends a spawn as its kill would, without being an undo.
+/// `vzdump N exited` ends a spawn as its kill would, without being an undo; so does `zfs send
+/// S exited`. Removing an earlier run's bookmark is not an undo either.
 fn releases(call: &str) -> Option<String> {
-    match call
-        .strip_prefix("vzdump ")
-        .and_then(|r| r.strip_suffix(" exited"))
-    {
-        Some(vmid) => Some(format!("kill vzdump {vmid}")),
-        None => ["thaw ", "destroy ", "unmount ", "kill ", "end run"]
-            .iter()
-            .any(|p| call.starts_with(p))
-            .then(|| call.to_string()),
+    if let Some(prog) = call.strip_suffix(" exited") {
+        return Some(format!("kill {prog}"));
     }
+    if call.starts_with("destroy bookmark ") {
+        return None;
+    }
+    [
+        "thaw ",
+        "agent thaw ",
+        "destroy ",
+        "unmount ",
+        "kill ",
+        "end run",
+    ]
+    .iter()
+    .any(|p| call.starts_with(p))
+    .then(|| call.to_string())
+}
+
+fn is_thaw(call: &str) -> bool {
+    call.starts_with("thaw ") || call.starts_with("agent thaw ")
 }
 
 /// Checks the rules of this module's header on one run's calls; `fault` is the step told to
@@ -182,8 +221,8 @@ fn check_discipline(calls: &[String], fault: Option<(usize, Fault)>) -> Vec<Stri
             let Some(pos) = open.iter().rposition(|o| *o == undo) else {
                 panic!("step {i} `{call}` releases what is not held (undone twice?): {calls:#?}");
             };
-            let frozen = open.iter().any(|o| o.starts_with("thaw "));
-            if !undo.starts_with("thaw ") {
+            let frozen = open.iter().any(|o| is_thaw(o));
+            if !is_thaw(&undo) {
                 assert!(
                     !frozen,
                     "step {i} `{call}` runs while the container is frozen: {calls:#?}"
@@ -195,7 +234,7 @@ fn check_discipline(calls: &[String], fault: Option<(usize, Fault)>) -> Vec<Stri
                 );
             }
             open.remove(pos);
-            if failed && undo.starts_with("thaw ") {
+            if failed && is_thaw(&undo) {
                 // Not retried: the marker lets `cleanup` thaw it.
                 open.insert(0, "left frozen".into());
             }
@@ -227,11 +266,23 @@ fn aborts(call: &str) -> bool {
         "guid ",
         "spawn vzdump",
         "begin run",
+        "vm status ",
+        "zvol size ",
+        "points ",
+        "zfs send ",
     ]
     .iter()
     .any(|p| call.starts_with(p))
-        || (call.starts_with("vzdump ") && call.ends_with(" exited"))
-        || call.starts_with("thaw ")
+        || call.ends_with(" exited")
+        || is_thaw(call)
+}
+
+/// A failure of this step is a warning and the job goes on (crash-consistent without the
+/// freeze; the next run reads in full without the bookmark).
+fn warns(call: &str) -> bool {
+    ["agent freeze ", "bookmark ", "destroy bookmark "]
+        .iter()
+        .any(|p| call.starts_with(p))
 }
 
 /// Runs the plan once cleanly, then once per step with that step failing and once with a
@@ -253,7 +304,7 @@ fn sweep(plan: &BackupPlan, options: &Options, state: CtState) -> Vec<String> {
             let what = format!("{fault:?} at step {step} `{call}`");
             assert_eq!(&r.calls[..=step], &clean.calls[..=step], "{what}");
             let left = check_discipline(&r.calls, Some((step, fault)));
-            let thaw_failed = fault == Fault::Fail && call.starts_with("thaw ");
+            let thaw_failed = fault == Fault::Fail && is_thaw(call);
             let expected_left: Vec<String> = if thaw_failed {
                 vec!["left frozen".into()]
             } else {
@@ -285,6 +336,7 @@ fn check_status(r: &Run, fault: Fault, call: &str, what: &str) {
         Fault::Interrupt if call == "end run" => Status::Success,
         Fault::Interrupt => Status::Interrupted,
         Fault::Fail if aborts(call) => Status::Failed,
+        Fault::Fail if warns(call) => Status::Warnings,
         Fault::Fail
             if call == "remove leftovers"
                 || releases(call).is_some_and(|u| !u.starts_with("kill ") && u != "end run") =>
@@ -428,4 +480,175 @@ fn the_discipline_check_catches_a_dropped_or_reordered_undo() {
     let mut twice = good.clone();
     twice.push("destroy snapshot a@s".into());
     assert!(std::panic::catch_unwind(|| check_discipline(&twice, None)).is_err());
+}
+
+#[test]
+fn a_vm_on_zvols_is_frozen_through_its_agent_snapshotted_at_once_sent_then_bookmarked() {
+    let calls = sweep(
+        &zvol_plan(SNAP, "vzdump-qemu-200-test.vma"),
+        &options(false),
+        CtState::Running,
+    );
+    let (d0, d1) = ("rpool/data/vm-200-disk-0", "rpool/data/vm-200-disk-1");
+    let expected = vec![
+        "remove leftovers".to_string(),
+        "begin run".into(),
+        "vm status 200".into(),
+        "agent freeze 200".into(),
+        format!("snapshot {d0}@{SNAP} {d1}@{SNAP}"),
+        "agent thaw 200".into(),
+        format!("zvol size {d0}@{SNAP}"),
+        format!("points {d0}"),
+        format!("zfs send {d0}@{SNAP}"),
+        format!("zfs send {d0}@{SNAP} exited"),
+        format!("zvol size {d1}@{SNAP}"),
+        format!("points {d1}"),
+        format!("zfs send {d1}@{SNAP}"),
+        format!("zfs send {d1}@{SNAP} exited"),
+        format!("bookmark {d0}@{SNAP} as proxborg-ID-20261206T120000Z"),
+        format!("bookmark {d1}@{SNAP} as proxborg-ID-20261206T120000Z"),
+        format!("destroy snapshot {d1}@{SNAP}"),
+        format!("destroy snapshot {d0}@{SNAP}"),
+        "end run".into(),
+    ];
+    assert_eq!(calls, expected);
+}
+
+#[test]
+fn a_stopped_vm_is_not_frozen() {
+    let calls = sweep(
+        &zvol_plan(SNAP, "vzdump-qemu-200-test.vma"),
+        &options(false),
+        CtState::Stopped,
+    );
+    assert!(!calls.iter().any(|c| c.starts_with("agent ")), "{calls:#?}");
+}
+
+/// Runs `plan` on `repo` with a host whose zvols have `points`; the calls and warnings.
+fn run_on(
+    repo: &mut Repository,
+    plan: &BackupPlan,
+    points: Vec<crate::zfs::zvol::Point>,
+) -> (Vec<String>, Vec<String>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let host = RecordingHost::new(tmp.path(), CtState::Running).with_points(points);
+    let events = Events::default();
+    let outcome = run_plan(&host, repo, plan, &options(false), &events).unwrap();
+    assert!(outcome.jobs[0].ok, "{outcome:?}");
+    (host.calls(), events.0.into_inner().unwrap())
+}
+
+#[test]
+fn the_next_run_sends_from_the_bookmark_and_moves_it_unless_pve_snapshots_forbid() {
+    use crate::backup::recording::ZVOL_GUID;
+    use crate::zfs::zvol::Point;
+    let dir = tempfile::tempdir().unwrap();
+    let mut repo = unencrypted(&dir.path().join("repo"));
+    let (calls, _) = run_on(&mut repo, &zvol_plan(SNAP, "a1"), Vec::new());
+    assert!(calls.contains(&format!(
+        "bookmark rpool/data/vm-200-disk-0@{SNAP} as proxborg-ID-20261206T120000Z"
+    )));
+    let (_, m) = repo.find_archive("a1").unwrap();
+    let full = m.metadata["zvols"][0]["bookmark"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mark = full.split_once('#').unwrap().1.to_string();
+    let masked = crate::backup::recording::masked;
+    let point = |ds: &str, mark: &str, guid: u64, txg: u64| Point {
+        name: format!("{ds}{mark}"),
+        bookmark: mark.starts_with('#'),
+        guid,
+        createtxg: txg,
+    };
+    let ours = |guid| {
+        vec![
+            point("rpool/data/vm-200-disk-0", &format!("#{mark}"), guid, 10),
+            point("rpool/data/vm-200-disk-1", &format!("#{mark}"), guid, 10),
+        ]
+    };
+    // the bookmark is there with the recorded guid: incremental, then moved forward
+    let snap2 = "proxborg-20261207T120000Z";
+    let (calls, warnings) = run_on(&mut repo, &zvol_plan(snap2, "a2"), ours(ZVOL_GUID));
+    let d0 = "rpool/data/vm-200-disk-0";
+    assert!(
+        calls.contains(&format!("zfs send -i {} {d0}@{snap2}", masked(&mark))),
+        "{calls:#?}"
+    );
+    assert!(
+        calls.contains(&format!("destroy bookmark {d0}#{}", masked(&mark))),
+        "{calls:#?}"
+    );
+    assert!(calls
+        .iter()
+        .any(|c| c.starts_with(&format!("bookmark {d0}@{snap2} as "))));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let (_, m) = repo.find_archive("a2").unwrap();
+    assert_eq!(
+        m.metadata["zvols"][0]["incremental_from"],
+        format!("{d0}#{mark}")
+    );
+
+    // a PVE snapshot exists: the read is incremental from the older bookmark, which stays
+    // (it is older than the snapshot), and no newer one is made
+    let mark2 = format!(
+        "{}20261207T120000Z",
+        &mark[..mark.len() - "20261206T120000Z".len()]
+    );
+    let mut pts = vec![
+        point(d0, &format!("#{mark2}"), ZVOL_GUID, 20),
+        point(d0, "@before-upgrade", 77, 25),
+    ];
+    pts.push(point(
+        "rpool/data/vm-200-disk-1",
+        &format!("#{mark2}"),
+        ZVOL_GUID,
+        20,
+    ));
+    let snap3 = "proxborg-20261208T120000Z";
+    let (calls, warnings) = run_on(&mut repo, &zvol_plan(snap3, "a3"), pts.clone());
+    assert!(
+        calls.contains(&format!("zfs send -i {} {d0}@{snap3}", masked(&mark2))),
+        "{calls:#?}"
+    );
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.starts_with(&format!("bookmark {d0}@"))),
+        "{calls:#?}"
+    );
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.starts_with(&format!("destroy bookmark {d0}#"))),
+        "{calls:#?}"
+    );
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let (_, m) = repo.find_archive("a3").unwrap();
+    assert_eq!(m.metadata["zvols"][0]["bookmark"], serde_json::Value::Null);
+    // the next run still finds the base through the older archive a2
+    let snap4 = "proxborg-20261209T120000Z";
+    let (calls, _) = run_on(&mut repo, &zvol_plan(snap4, "a4"), pts);
+    assert!(
+        calls.contains(&format!("zfs send -i {} {d0}@{snap4}", masked(&mark2))),
+        "{calls:#?}"
+    );
+
+    // the bookmark was destroyed (or has another guid): a full read, with a warning
+    let snap5 = "proxborg-20261210T120000Z";
+    let (calls, warnings) = run_on(
+        &mut repo,
+        &zvol_plan(snap5, "a5"),
+        vec![point(d0, &format!("#{mark2}"), 999, 20)],
+    );
+    assert!(
+        calls.contains(&format!("zfs send {d0}@{snap5}")),
+        "{calls:#?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("cannot read incrementally") && w.contains("reading all of it")),
+        "{warnings:?}"
+    );
 }

@@ -48,6 +48,31 @@ pub fn thaw(vmid: u32) -> Result<(), RunError> {
     run(&argv(&["lxc-unfreeze", "-n", &vmid.to_string()])).map(drop)
 }
 
+/// Whether a VM runs: `qm status VMID` prints `status: running` (or `stopped`, ...).
+pub fn vm_running(vmid: u32) -> Result<bool, RunError> {
+    let out = run(&argv(&["qm", "status", &vmid.to_string()]))?;
+    Ok(parse_vm_running(&out))
+}
+
+/// Reads `qm status` output: only `status: running` is running (`paused` and `prelaunch`
+/// guests are not writing either, but they cannot answer the agent).
+pub fn parse_vm_running(out: &str) -> bool {
+    out.lines()
+        .filter_map(|l| l.trim().strip_prefix("status:"))
+        .any(|s| s.trim() == "running")
+}
+
+/// `qm guest cmd VMID fsfreeze-freeze` or `fsfreeze-thaw`: the guest agent flushes and
+/// freezes (thaws) the guest's filesystems (docs/QM-GUEST.md).
+pub fn agent_fsfreeze(vmid: u32, freeze: bool) -> Result<(), RunError> {
+    let cmd = if freeze {
+        "fsfreeze-freeze"
+    } else {
+        "fsfreeze-thaw"
+    };
+    run(&argv(&["qm", "guest", "cmd", &vmid.to_string(), cmd])).map(drop)
+}
+
 fn argv(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()
 }
@@ -55,6 +80,14 @@ fn argv(a: &[&str]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_status_running_is_running() {
+        assert!(parse_vm_running("status: running\n"));
+        for other in ["status: stopped\n", "status: paused\n", "", "running\n"] {
+            assert!(!parse_vm_running(other), "{other:?}");
+        }
+    }
 
     #[test]
     fn known_states_parse_and_others_are_errors() {

@@ -27,9 +27,11 @@ pub use runner::FeedChild;
 
 use crate::pve::{PveState, Vmid};
 use crate::zfs::argv::Destroyable;
+use crate::zfs::zvol::{BookmarkName, Point};
 use crate::zfs::{DatasetName, SnapshotName, ZfsListEntry};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+pub use zfs::ZvolSnapshot;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -65,7 +67,7 @@ pub enum Taken {
     OneByOne,
 }
 
-/// A guest's dump as it is being written (vzdump --stdout): read it to the end, then
+/// A program's output as it is being written (vzdump --stdout, zfs send): read it to the end, then
 /// `finish` says whether the program succeeded. Dropped unfinished, the program is stopped.
 pub trait GuestStream: Read + Send {
     fn finish(self: Box<Self>) -> Result<(), HostError>;
@@ -121,6 +123,26 @@ pub trait Host {
     /// `lower` seen through fuse-overlayfs with the given id mapping; returns the mountpoint.
     fn mount_idmapped(&self, lower: &Path, mapping: &str) -> Result<PathBuf, HostError>;
     fn unmount(&self, mountpoint: &Path) -> Result<(), HostError>;
+    /// Whether a VM runs (`qm status`).
+    fn vm_running(&self, vmid: Vmid) -> Result<bool, HostError>;
+    /// Freezes a running VM's filesystems through its guest agent. A marker in the run
+    /// directory says so until `agent_thaw`, so that a later cleanup thaws it if this process
+    /// dies.
+    fn agent_freeze(&self, vmid: Vmid) -> Result<(), HostError>;
+    fn agent_thaw(&self, vmid: Vmid) -> Result<(), HostError>;
+    /// A zvol snapshot's size and guid.
+    fn zvol_snapshot(&self, snap: &SnapshotName) -> Result<ZvolSnapshot, HostError>;
+    /// A zvol's snapshots and bookmarks.
+    fn zvol_points(&self, dataset: &DatasetName) -> Result<Vec<Point>, HostError>;
+    /// Marks `snap` with a bookmark, which outlives the snapshot.
+    fn bookmark(&self, snap: &SnapshotName, bookmark: &BookmarkName) -> Result<(), HostError>;
+    fn destroy_bookmark(&self, bookmark: &BookmarkName) -> Result<(), HostError>;
+    /// `zfs send [-i bookmark] snap`, read as it is written.
+    fn zfs_send(
+        &self,
+        snap: &SnapshotName,
+        from: Option<&BookmarkName>,
+    ) -> Result<Box<dyn GuestStream>, HostError>;
     /// `vzdump VMID --stdout` (uncompressed, snapshot mode), read as it is written.
     fn spawn_vzdump(&self, vmid: Vmid) -> Result<Box<dyn GuestStream>, HostError>;
 

@@ -3,8 +3,9 @@
 //!
 //! A run lives in `<run base>/<pid>` (default `/run/proxborg`): clones and overlay mounts
 //! are mounted there, vzdump's scratch files go there, and `frozen-<vmid>` says the run has
-//! frozen that container and not yet thawed it. A directory whose pid is gone belongs to a
-//! dead run: `remove_leftovers` thaws its containers, unmounts its overlays and removes it.
+//! frozen that container and not yet thawed it (`agent-frozen-<vmid>`: a VM's filesystems,
+//! through its guest agent). A directory whose pid is gone belongs to a dead run:
+//! `remove_leftovers` thaws its guests, unmounts its overlays and removes it.
 
 use super::runner::{FeedChild, StreamChild};
 use super::{
@@ -12,6 +13,7 @@ use super::{
 };
 use crate::pve::{PveState, Vmid};
 use crate::zfs::argv::Destroyable;
+use crate::zfs::zvol::{BookmarkName, Point};
 use crate::zfs::{DatasetName, SnapshotName, ZfsListEntry};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -20,6 +22,9 @@ use std::sync::Mutex;
 pub const RUN_BASE: &str = "/run/proxborg";
 /// In a run directory, `frozen-<vmid>` marks a container frozen and not yet thawed.
 const FROZEN_MARKER: &str = "frozen-";
+/// In a run directory, `agent-frozen-<vmid>` marks a VM whose guest agent froze its
+/// filesystems for this run and has not thawed them yet.
+const AGENT_FROZEN_MARKER: &str = "agent-frozen-";
 /// Overlay mounts in a run directory are named `ovl<n>` (so cleanup knows to unmount them).
 const OVERLAY_PREFIX: &str = "ovl";
 
@@ -56,6 +61,13 @@ impl RealHost {
 
     fn marker(&self, vmid: Vmid) -> Result<PathBuf, HostError> {
         Ok(self.run()?.1.join(format!("{FROZEN_MARKER}{}", vmid.0)))
+    }
+
+    fn agent_marker(&self, vmid: Vmid) -> Result<PathBuf, HostError> {
+        Ok(self
+            .run()?
+            .1
+            .join(format!("{AGENT_FROZEN_MARKER}{}", vmid.0)))
     }
 }
 
@@ -179,6 +191,54 @@ impl Host for RealHost {
         Ok(overlay::unmount(mountpoint)?)
     }
 
+    fn vm_running(&self, vmid: Vmid) -> Result<bool, HostError> {
+        Ok(guest::vm_running(vmid.0)?)
+    }
+
+    fn agent_freeze(&self, vmid: Vmid) -> Result<(), HostError> {
+        // As for containers: the marker first, so that no kill comes between.
+        let marker = self.agent_marker(vmid)?;
+        std::fs::write(&marker, b"").map_err(|e| HostError::io(marker.display(), e))?;
+        guest::agent_fsfreeze(vmid.0, true).map_err(|e| {
+            // a freeze that failed half-way may have frozen some filesystems: thaw them
+            let _ = guest::agent_fsfreeze(vmid.0, false);
+            let _ = std::fs::remove_file(&marker);
+            HostError::from(e)
+        })
+    }
+
+    fn agent_thaw(&self, vmid: Vmid) -> Result<(), HostError> {
+        guest::agent_fsfreeze(vmid.0, false)?;
+        if let Ok(marker) = self.agent_marker(vmid) {
+            let _ = std::fs::remove_file(marker);
+        }
+        Ok(())
+    }
+
+    fn zvol_snapshot(&self, snap: &SnapshotName) -> Result<super::ZvolSnapshot, HostError> {
+        Ok(hzfs::zvol_snapshot(snap)?)
+    }
+
+    fn zvol_points(&self, dataset: &DatasetName) -> Result<Vec<Point>, HostError> {
+        Ok(hzfs::zvol_points(dataset)?)
+    }
+
+    fn bookmark(&self, snap: &SnapshotName, bookmark: &BookmarkName) -> Result<(), HostError> {
+        Ok(hzfs::bookmark(snap, bookmark)?)
+    }
+
+    fn destroy_bookmark(&self, bookmark: &BookmarkName) -> Result<(), HostError> {
+        Ok(hzfs::destroy_bookmark(bookmark)?)
+    }
+
+    fn zfs_send(
+        &self,
+        snap: &SnapshotName,
+        from: Option<&BookmarkName>,
+    ) -> Result<Box<dyn GuestStream>, HostError> {
+        Ok(Box::new(hzfs::send(snap, from)?))
+    }
+
     fn spawn_vzdump(&self, vmid: Vmid) -> Result<Box<dyn GuestStream>, HostError> {
         let (_, dir) = self.run()?;
         let argv: Vec<String> = [
@@ -266,6 +326,26 @@ fn remove_dead_run_dirs(base: &Path) -> Vec<String> {
                             Ok(()) => done.push(format!("thawed container {vmid}")),
                             Err(e) => {
                                 done.push(format!("could not thaw container {vmid}: {e}"));
+                                continue;
+                            }
+                        }
+                    }
+                    let _ = std::fs::remove_file(sub.path());
+                    continue;
+                }
+                if let Some(vmid) = sub_name
+                    .strip_prefix(AGENT_FROZEN_MARKER)
+                    .and_then(|v| v.parse::<u32>().ok())
+                {
+                    // a thaw of filesystems that are not frozen is harmless; a guest that
+                    // stopped meanwhile has nothing frozen
+                    if guest::vm_running(vmid).unwrap_or(false) {
+                        match guest::agent_fsfreeze(vmid, false) {
+                            Ok(()) => done.push(format!("thawed the filesystems of VM {vmid}")),
+                            Err(e) => {
+                                done.push(format!(
+                                    "could not thaw the filesystems of VM {vmid}: {e}"
+                                ));
                                 continue;
                             }
                         }

@@ -166,3 +166,63 @@ pub fn run_id(this_host: &str) -> String {
         jiff::Timestamp::now().as_second()
     )
 }
+
+/// What a zvol snapshot is: its size and guid (the guid a send stream names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ZvolSnapshot {
+    pub volsize: u64,
+    pub guid: u64,
+}
+
+/// `zfs get -Hp volsize,guid pool/vol@snap`.
+pub fn zvol_snapshot(snap: &SnapshotName) -> Result<ZvolSnapshot, ZfsHostError> {
+    let out = run(&get_argv(&["volsize", "guid"], &[snap.as_str()])).map_err(classify)?;
+    let rows = parse_get(&out)?;
+    let num = |prop: &str| -> Result<u64, ZfsHostError> {
+        crate::zfs::property(&rows, snap.as_str(), prop)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| {
+                ZfsHostError::Zfs(ZfsError::Other {
+                    stderr: format!("{snap}: no numeric {prop} in `zfs get` (not a zvol?)"),
+                })
+            })
+    };
+    Ok(ZvolSnapshot {
+        volsize: num("volsize")?,
+        guid: num("guid")?,
+    })
+}
+
+/// A zvol's snapshots and bookmarks with their guids and creation txgs.
+pub fn zvol_points(dataset: &DatasetName) -> Result<Vec<crate::zfs::zvol::Point>, ZfsHostError> {
+    let out = run(&crate::zfs::zvol::points_argv(dataset)).map_err(classify)?;
+    Ok(crate::zfs::zvol::parse_points(&out)?)
+}
+
+/// `zfs bookmark pool/vol@snap pool/vol#mark`.
+pub fn bookmark(
+    snap: &SnapshotName,
+    bookmark: &crate::zfs::zvol::BookmarkName,
+) -> Result<(), ZfsHostError> {
+    run(&crate::zfs::zvol::bookmark_argv(snap, bookmark)?).map_err(classify)?;
+    Ok(())
+}
+
+/// `zfs destroy pool/vol#mark` of a proxborg bookmark; one already gone is fine.
+pub fn destroy_bookmark(bookmark: &crate::zfs::zvol::BookmarkName) -> Result<(), ZfsHostError> {
+    let argv = ["zfs", "destroy", bookmark.as_str()].map(str::to_string);
+    match run(&argv).map_err(classify) {
+        Ok(_) | Err(ZfsHostError::Zfs(ZfsError::DatasetMissing { .. })) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// `zfs send [-i bookmark] snap`, read as it is written.
+pub fn send(
+    snap: &SnapshotName,
+    from: Option<&crate::zfs::zvol::BookmarkName>,
+) -> Result<super::runner::StreamChild, ZfsHostError> {
+    Ok(super::runner::StreamChild::spawn(
+        &crate::zfs::zvol::send_argv(snap, from)?,
+    )?)
+}

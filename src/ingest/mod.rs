@@ -11,6 +11,7 @@ pub mod disk;
 pub mod pieces;
 pub mod readers;
 pub mod tree;
+pub mod zvol;
 
 /// Where an ingest's soft problems (a file unreadable, changed while read) and its progress
 /// go. The backup engine forwards them as events; nothing below it prints.

@@ -6,9 +6,12 @@ use super::names::{dataset_archive_name, files_archive_name, image_archive_name,
 use super::target::{parse_target, GuestSelector, Mode, Target};
 use super::*;
 use crate::pve::storage::VolumeDataset;
-use crate::pve::volume::{lxc_mounts, MountSource};
+use crate::pve::text::{parse_bool, PropertyString};
+use crate::pve::volume::{lxc_mounts, qemu_disks, split_volid, MountSource};
+use crate::pve::vzdump::{vzdump_qemu_conf, QmdumpMap};
 use crate::pve::{Guest, PveState};
 use crate::zfs::{DatasetType, Mountpoint, ZfsListEntry};
+use serde::Serialize;
 use std::path::Path;
 
 pub struct PlanOptions {
@@ -16,6 +19,21 @@ pub struct PlanOptions {
     pub now: jiff::Zoned,
     /// `--hostname-in-name`.
     pub hostname_in_name: bool,
+    /// `--vm-mode`: how VMs are read.
+    pub vm_mode: VmMode,
+}
+
+/// How a VM's disks are read (`--vm-mode`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VmMode {
+    /// zvol mode when every disk vzdump would back up is a zvol, vzdump otherwise.
+    #[default]
+    Auto,
+    /// Always `zfs send` from the zvols; an error for a VM with other disks.
+    Zvol,
+    /// Always `vzdump --stdout`.
+    Vzdump,
 }
 
 struct Request {
@@ -241,6 +259,25 @@ fn add_guest_jobs(
         } else {
             None
         };
+        if image && guest.kind == GuestKind::Qemu && opts.vm_mode != VmMode::Vzdump {
+            match zvol_job(plan, state, guest, datasets) {
+                Ok(mut job) => {
+                    job.archive = image_archive_name(guest.kind, vmid, name_host, t);
+                    job.requested_by = requested_by;
+                    plan.jobs.push(Job::Zvol(job));
+                    continue;
+                }
+                Err(reason) if opts.vm_mode == VmMode::Zvol => {
+                    let label = requested_by
+                        .first()
+                        .cloned()
+                        .unwrap_or_else(|| vmid.to_string());
+                    err(plan, &label, PlanError::NotAllZvols { vmid, reason });
+                    continue;
+                }
+                Err(_) => {} // auto: through vzdump
+            }
+        }
         if image {
             plan.jobs.push(Job::Image(ImageJob {
                 vmid,
@@ -268,6 +305,73 @@ fn add_guest_jobs(
             Err(e) => err(plan, &label, e),
         }
     }
+}
+
+/// A VM as a zvol job, or why it cannot be one (a disk not on a zvol, no disk at all).
+fn zvol_job(
+    plan: &BackupPlan,
+    state: &PveState,
+    guest: &Guest,
+    datasets: &[ZfsListEntry],
+) -> Result<ZvolJob, String> {
+    let conf = guest.config.as_ref().map_err(|e| e.clone())?;
+    let disks = qemu_disks(conf, &guest.conf_path).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for d in disks.iter().filter(|d| d.vzdump_includes()) {
+        let (storage, volname) = split_volid(&d.volume)
+            .ok_or_else(|| format!("{} is {}, not a storage volume", d.key, d.volume))?;
+        let dataset = match state.storage.volume_dataset(storage, volname) {
+            Ok(VolumeDataset::Zvol { dataset }) => dataset,
+            Ok(VolumeDataset::Subvol { dataset }) => {
+                return Err(format!("{} is {dataset}, a filesystem", d.key))
+            }
+            Err(e) => return Err(format!("{} ({}): {e}", d.key, d.volume)),
+        };
+        let ds = datasets
+            .iter()
+            .find(|e| e.name == dataset && e.kind == DatasetType::Volume)
+            .and_then(ZfsListEntry::dataset)
+            .ok_or_else(|| format!("{}: `zfs list` shows no zvol {dataset}", d.key))?;
+        let snapshot = ds.snapshot(&plan.snapshot).map_err(|e| e.to_string())?;
+        out.push(ZvolDisk {
+            key: d.key.clone(),
+            storage: storage.to_string(),
+            dataset: ds,
+            snapshot,
+        });
+    }
+    if out.is_empty() {
+        return Err("it has no disk to back up".into());
+    }
+    let maps: Vec<QmdumpMap> = out
+        .iter()
+        .map(|d| QmdumpMap {
+            key: &d.key,
+            storage: &d.storage,
+            format: "raw",
+        })
+        .collect();
+    let agent = conf.main.get("agent").is_some_and(|v| {
+        PropertyString::parse(v)
+            .ok()
+            .and_then(|p| {
+                p.default
+                    .clone()
+                    .or_else(|| p.get("enabled").map(str::to_string))
+            })
+            .and_then(|e| parse_bool(&e))
+            .unwrap_or(false)
+    });
+    Ok(ZvolJob {
+        vmid: guest.vmid,
+        hostname: guest.hostname().map(str::to_string),
+        archive: String::new(),
+        qemu_conf: vzdump_qemu_conf(&guest.conf_text, &maps),
+        qemu_fw: guest.firewall.clone(),
+        disks: out,
+        agent,
+        requested_by: Vec::new(),
+    })
 }
 
 fn files_job(

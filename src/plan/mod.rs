@@ -9,7 +9,7 @@ pub mod render;
 pub mod restore;
 pub mod target;
 
-pub use build::{build_plan, PlanOptions};
+pub use build::{build_plan, PlanOptions, VmMode};
 pub use names::{dataset_archive_name, files_archive_name, image_archive_name, snapshot_name};
 pub use render::render_plan;
 pub use target::{parse_target, GuestSelector, Mode, Target, TargetSyntaxError};
@@ -34,6 +34,8 @@ pub struct BackupPlan {
 pub enum Job {
     /// `vzdump --stdout` of a guest (QEMU always; LXC without `:`).
     Image(ImageJob),
+    /// A VM whose disks are all zvols, read with `zfs send` from its snapshots.
+    Zvol(ZvolJob),
     /// An LXC container's files from ZFS snapshots of its volumes.
     ContainerFiles(FilesJob),
     /// One mounted ZFS dataset, not recursive.
@@ -44,6 +46,7 @@ impl Job {
     pub fn archive(&self) -> &str {
         match self {
             Job::Image(j) => &j.archive,
+            Job::Zvol(j) => &j.archive,
             Job::ContainerFiles(j) => &j.archive,
             Job::Dataset(j) => &j.archive,
         }
@@ -53,6 +56,7 @@ impl Job {
     pub fn requested_by(&self) -> &[String] {
         match self {
             Job::Image(j) => &j.requested_by,
+            Job::Zvol(j) => &j.requested_by,
             Job::ContainerFiles(j) => &j.requested_by,
             Job::Dataset(j) => &j.requested_by,
         }
@@ -66,6 +70,56 @@ pub struct ImageJob {
     pub hostname: Option<String>,
     pub archive: String,
     pub requested_by: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ZvolJob {
+    pub vmid: Vmid,
+    pub hostname: Option<String>,
+    pub archive: String,
+    /// The disks vzdump would back up, in PVE's bus order.
+    pub disks: Vec<ZvolDisk>,
+    /// `agent: 1`: a running VM's filesystems are frozen through the guest agent around the
+    /// snapshot.
+    pub agent: bool,
+    /// `qemu-server.conf` as vzdump embeds it in a VMA (with `#qmdump#map:` lines).
+    #[serde(skip)]
+    pub qemu_conf: String,
+    /// `firewall/<vmid>.fw`, when there is one.
+    #[serde(skip)]
+    pub qemu_fw: Option<String>,
+    pub requested_by: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ZvolDisk {
+    /// `scsi0`; the entry is `drive-scsi0.raw`.
+    pub key: String,
+    pub storage: String,
+    pub dataset: DatasetName,
+    pub snapshot: SnapshotName,
+}
+
+impl ZvolJob {
+    /// The snapshots grouped by pool: one atomic `zfs snapshot` call each.
+    pub fn snapshots_by_pool(&self) -> Vec<Vec<SnapshotName>> {
+        group_by_pool(self.disks.iter().map(|d| d.snapshot.clone()))
+    }
+}
+
+/// Snapshot names grouped by pool, in the given order (atomicity only holds within a pool).
+fn group_by_pool(snaps: impl Iterator<Item = SnapshotName>) -> Vec<Vec<SnapshotName>> {
+    let mut groups: Vec<Vec<SnapshotName>> = Vec::new();
+    for s in snaps {
+        match groups
+            .iter_mut()
+            .find(|g| g[0].dataset().pool() == s.dataset().pool())
+        {
+            Some(g) => g.push(s),
+            None => groups.push(vec![s]),
+        }
+    }
+    groups
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -103,17 +157,7 @@ impl FilesJob {
     /// The snapshots grouped by pool, in volume order: one atomic `zfs snapshot` call each
     /// (atomicity only holds within a pool).
     pub fn snapshots_by_pool(&self) -> Vec<Vec<SnapshotName>> {
-        let mut groups: Vec<Vec<SnapshotName>> = Vec::new();
-        for s in self.snapshots() {
-            match groups
-                .iter_mut()
-                .find(|g| g[0].dataset().pool() == s.dataset().pool())
-            {
-                Some(g) => g.push(s),
-                None => groups.push(vec![s]),
-            }
-        }
-        groups
+        group_by_pool(self.snapshots().into_iter())
     }
 
     /// Owner of `./etc/vzdump/pct.conf` and `pct.fw` as vzdump's tar records them: host root
@@ -234,6 +278,8 @@ pub enum PlanError {
         volume: String,
         detail: String,
     },
+    #[error("VM {vmid}: --vm-mode zvol needs every disk it backs up on a zvol: {reason}")]
+    NotAllZvols { vmid: Vmid, reason: String },
     #[error("container {vmid}: {key} should be dataset {dataset}, which `zfs list` does not show")]
     DatasetNotFound {
         vmid: Vmid,

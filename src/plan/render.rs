@@ -34,6 +34,26 @@ pub fn render_plan(plan: &BackupPlan) -> String {
                     j.archive, j.vmid
                 );
             }
+            Job::Zvol(j) => {
+                let host = j
+                    .hostname
+                    .as_deref()
+                    .map(|h| format!(" ({h})"))
+                    .unwrap_or_default();
+                let agent = if j.agent {
+                    "filesystems frozen through the guest agent"
+                } else {
+                    "no guest agent: crash-consistent"
+                };
+                let _ = writeln!(
+                    o,
+                    "  {}\n    zvols of VM {}{host} ({agent})  [from {asked}]",
+                    j.archive, j.vmid
+                );
+                for d in &j.disks {
+                    let _ = writeln!(o, "    {:<8} <- zfs send {}", d.key, d.snapshot);
+                }
+            }
             Job::ContainerFiles(j) => {
                 let host = j
                     .hostname

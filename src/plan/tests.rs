@@ -24,6 +24,7 @@ fn opts(hostname_in_name: bool) -> PlanOptions {
     PlanOptions {
         now: "2026-11-23T07:19:00[UTC]".parse().unwrap(),
         hostname_in_name,
+        vm_mode: VmMode::Auto,
     }
 }
 
@@ -382,6 +383,71 @@ fn hostname_in_name() {
     );
 }
 
+fn plan_mode(words: &[&str], vm_mode: VmMode) -> BackupPlan {
+    let words: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+    let mut o = opts(false);
+    o.vm_mode = vm_mode;
+    build_plan(&state(), &datasets(), &words, &o)
+}
+
+#[test]
+fn a_vm_on_zvols_is_read_from_them_unless_told_otherwise() {
+    let p = plan_mode(&["200"], VmMode::Auto);
+    let Job::Zvol(j) = &p.jobs[0] else {
+        panic!("{:?}", p.jobs)
+    };
+    // efidisk0 (no OVMF) and scsi1 (backup=0) are left out, as vzdump does; cdroms too
+    let keys: Vec<&str> = j.disks.iter().map(|d| d.key.as_str()).collect();
+    assert_eq!(keys, ["scsi0"]);
+    assert_eq!(j.disks[0].dataset.as_str(), "rpool/data/vm-200-disk-0");
+    assert_eq!(
+        j.disks[0].snapshot.as_str(),
+        "rpool/data/vm-200-disk-0@proxborg-20261123T071900Z"
+    );
+    assert!(!j.agent);
+    assert!(j
+        .qemu_conf
+        .starts_with("#Windows build VM\nbios: seabios\n"));
+    assert!(!j.qemu_conf.contains("parent:") && !j.qemu_conf.contains("[clean]"));
+    assert!(j.qemu_conf.ends_with("vmgenid: 8a2f7c34-0c55-4d0b-8d55-e3a0d8a4f0d1\n\n#qmdump#map:scsi0:drive-scsi0:local-zfs:raw:\n"));
+    assert_eq!(j.archive, "vzdump-qemu-200-2026_11_23-07_19_00.vma");
+    assert_eq!(j.snapshots_by_pool().len(), 1);
+
+    let p = plan_mode(&["200"], VmMode::Vzdump);
+    assert!(matches!(&p.jobs[0], Job::Image(_)), "{:?}", p.jobs);
+    let p = plan_mode(&["200"], VmMode::Zvol);
+    assert!(matches!(&p.jobs[0], Job::Zvol(_)));
+}
+
+#[test]
+fn zvol_mode_refuses_a_vm_with_a_disk_elsewhere() {
+    let mut st = state();
+    let g = st.guests.get_mut(&Vmid(201)).unwrap();
+    g.conf_text = "scsi0: local:201/vm-201-disk-0.raw,size=8G\n".into();
+    g.config = crate::pve::conf::parse_guest_config(
+        GuestKind::Qemu,
+        Vmid(201),
+        std::path::Path::new("201.conf"),
+        &g.conf_text,
+    )
+    .map_err(|e| e.to_string());
+    let mut o = opts(false);
+    o.vm_mode = VmMode::Zvol;
+    let p = build_plan(&st, &datasets(), &["201".to_string()], &o);
+    assert!(p.jobs.is_empty());
+    assert!(
+        p.errors[0]
+            .message
+            .contains("VM 201: --vm-mode zvol needs every disk")
+            && p.errors[0].message.contains("scsi0"),
+        "{}",
+        p.errors[0].message
+    );
+    o.vm_mode = VmMode::Auto;
+    let p = build_plan(&st, &datasets(), &["201".to_string()], &o);
+    assert!(matches!(&p.jobs[0], Job::Image(_)), "auto: through vzdump");
+}
+
 #[test]
 fn json_and_human_renderings() {
     let p = plan(&["100:", "200", "/rpool/data", "999"]);
@@ -394,8 +460,11 @@ fn json_and_human_renderings() {
     );
     assert_eq!(v["jobs"][0]["idmap"]["entries"][0]["kind"], "u");
     assert_eq!(v["jobs"][0]["running"], serde_json::Value::Null);
-    assert_eq!(v["jobs"][1]["kind"], "image");
-    assert_eq!(v["jobs"][1]["guest_kind"], "qemu");
+    assert_eq!(
+        v["jobs"][1]["kind"], "zvol",
+        "auto: every disk of VM 200 is a zvol"
+    );
+    assert_eq!(v["jobs"][1]["disks"][0]["key"], "scsi0");
     assert_eq!(v["jobs"][2]["dataset"], "rpool/data");
     assert_eq!(v["errors"][0]["error"]["kind"], "unknown_vmid");
     assert_eq!(v["errors"][0]["error"]["detail"], 999);
@@ -413,7 +482,8 @@ Backup plan for node pve1 (snapshots @proxborg-20261123T071900Z)
     mp2      /media               skipped: bind mount of host path /mnt/host-media is never backed up
     mp3      /mnt/usb             skipped: device mount /dev/sdb1 is never backed up
   vzdump-qemu-200-2026_11_23-07_19_00.vma
-    vzdump image of VM 200 (winvm)  [from 200]
+    zvols of VM 200 (winvm) (no guest agent: crash-consistent)  [from 200]
+    scsi0    <- zfs send rpool/data/vm-200-disk-0@proxborg-20261123T071900Z
   dataset-rpool-data--2026_11_23-07_19_00
     dataset rpool/data at /rpool/data (not recursive)  [from /rpool/data]
 Warnings:

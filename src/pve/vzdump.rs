@@ -53,3 +53,75 @@ pub fn vzdump_pct_conf(conf_text: &str) -> Result<String, ConfigError> {
     }
     Ok(out)
 }
+
+/// A disk's `#qmdump#map:` line: `virtdev` (`scsi0`), its VMA device name, storage and format.
+pub struct QmdumpMap<'a> {
+    pub key: &'a str,
+    pub storage: &'a str,
+    pub format: &'a str,
+}
+
+/// The VMA device name of a drive key (`drive-scsi0`; TPM state is `drive-tpmstate0-backup`).
+pub fn vma_device_name(key: &str) -> String {
+    if key == "tpmstate0" {
+        "drive-tpmstate0-backup".to_string()
+    } else {
+        format!("drive-{key}")
+    }
+}
+
+/// Builds the `qemu-server.conf` vzdump embeds in a VMA (PVE-FACTS §4.1, `assemble`): the
+/// lines of `qemu-server/<vmid>.conf` up to the first `[section]`, without `unusedN:`,
+/// `lock:`, `parent:` and old `#vzdump#`/`#qmdump#` lines, then one `#qmdump#map:` line per
+/// disk. Lines are copied as written, not re-emitted.
+pub fn vzdump_qemu_conf(conf_text: &str, disks: &[QmdumpMap]) -> String {
+    let mut out = String::new();
+    for line in conf_text.split_inclusive('\n') {
+        let bare = line.trim_end_matches('\n');
+        if bare.starts_with('[') && bare.trim_end().ends_with(']') {
+            break;
+        }
+        let dropped = bare.starts_with("#vzdump#")
+            || bare.starts_with("#qmdump#")
+            || bare.starts_with("lock:")
+            || bare.starts_with("parent:")
+            || bare
+                .strip_prefix("unused")
+                .and_then(|r| r.split_once(':'))
+                .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        if !dropped {
+            out.push_str(bare);
+            out.push('\n');
+        }
+    }
+    for d in disks {
+        out.push_str(&format!(
+            "#qmdump#map:{}:{}:{}:{}:\n",
+            d.key,
+            vma_device_name(d.key),
+            d.storage,
+            d.format
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod qemu_tests {
+    use super::*;
+
+    #[test]
+    fn qemu_conf_is_cut_at_the_first_section_filtered_and_mapped() {
+        let conf = "#a VM\nboot: order=scsi0\nlock: backup\nparent: snap1\nscsi0: local-zfs:vm-201-disk-0,size=1G\nunused0: local-zfs:vm-201-disk-9\n#qmdump#map:old\nagent: 1\n\n[snap1]\nscsi0: x\n";
+        let maps = [QmdumpMap {
+            key: "scsi0",
+            storage: "local-zfs",
+            format: "raw",
+        }];
+        assert_eq!(
+            vzdump_qemu_conf(conf, &maps),
+            "#a VM\nboot: order=scsi0\nscsi0: local-zfs:vm-201-disk-0,size=1G\nagent: 1\n\n#qmdump#map:scsi0:drive-scsi0:local-zfs:raw:\n"
+        );
+        assert_eq!(vma_device_name("tpmstate0"), "drive-tpmstate0-backup");
+    }
+}

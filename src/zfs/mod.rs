@@ -10,6 +10,7 @@ pub mod cleanup;
 pub mod names;
 pub mod parse;
 pub mod send;
+pub mod zvol;
 
 pub use argv::{
     clone_argv, destroy_argv, get_argv, list_argv, set_user_property, snapshot_argv,

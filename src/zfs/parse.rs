@@ -57,7 +57,12 @@ impl ZfsListEntry {
     }
 }
 
-fn perr(what: &'static str, line: usize, text: &str, msg: impl Into<String>) -> ZfsError {
+pub(super) fn perr(
+    what: &'static str,
+    line: usize,
+    text: &str,
+    msg: impl Into<String>,
+) -> ZfsError {
     ZfsError::Parse {
         what,
         line,

@@ -57,9 +57,31 @@ pub struct Args {
     /// fuse-overlayfs mount with uidmapping/gidmapping
     #[arg(long, value_enum, default_value = "in-process")]
     pub idmap_via: IdmapVia,
+    /// How VMs are read: auto (with `zfs send` from their zvols when every disk is a zvol on
+    /// zfspool storage, through vzdump otherwise), zvol, or vzdump
+    #[arg(long, value_enum, default_value = "auto")]
+    pub vm_mode: VmModeArg,
     /// Show progress (on a terminal only)
     #[arg(long)]
     pub progress: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum VmModeArg {
+    #[default]
+    Auto,
+    Zvol,
+    Vzdump,
+}
+
+impl From<VmModeArg> for crate::plan::VmMode {
+    fn from(m: VmModeArg) -> Self {
+        match m {
+            VmModeArg::Auto => crate::plan::VmMode::Auto,
+            VmModeArg::Zvol => crate::plan::VmMode::Zvol,
+            VmModeArg::Vzdump => crate::plan::VmMode::Vzdump,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -97,6 +119,7 @@ pub fn run(global: &Global, mut args: Args) -> Result<Outcome> {
         &PlanOptions {
             now: jiff::Zoned::now(),
             hostname_in_name: args.hostname_in_name || conf.hostname_in_name,
+            vm_mode: args.vm_mode.into(),
         },
     )?;
     if args.dry_run {

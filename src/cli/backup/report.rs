@@ -40,6 +40,7 @@ impl Sink for Console {
                 *self.bar() = Some(Progress::new(self.progress));
             }
             Event::Warning { message, .. } => super::super::warn(message),
+            Event::Note { message, .. } => eprintln!("proxborg: note: {message}"),
             Event::Progress { stats, .. } => {
                 if let Some(bar) = self.bar().as_ref() {
                     bar.set(|| progress_line(stats));
