@@ -8,7 +8,7 @@
 H=/mnt/host
 PASS=0 FAIL=0
 # How many PASS/FAIL lines a complete run prints; change it with the checks.
-EXPECTED_CHECKS=41
+EXPECTED_CHECKS=56
 pass() { echo "PASS $1"; PASS=$((PASS + 1)); }
 fail() { echo "FAIL $1: $2"; FAIL=$((FAIL + 1)); }
 up() { cut -d' ' -f1 /proc/uptime; }
@@ -200,6 +200,183 @@ left=$(zfs list -H -t all -o name | grep proxborg)
 if [ -z "$left" ]; then pass backup-dataset-no-leftovers
 else fail backup-dataset-no-leftovers "left behind: $(echo $left)"; fi
 
+# ---------------------------------------------------------------- VM 201 on two zvols: zvol mode
+# Real zvols (zfs-fuse has none): `proxborg 201` reads them with `zfs send` from one snapshot
+# set, the next run incrementally from its bookmark. No udev here: zvol_dev finds /dev/zdN by
+# the BLKZNAME ioctl that udev's zvol_id uses.
+zvol_py() { python3 - "$@"; }
+zvol_dev() { zvol_py "$1" <<'PY'
+import fcntl, glob, os, sys, time
+want = sys.argv[1]
+for _ in range(200):
+    for d in glob.glob("/dev/zd*"):
+        if not d[7:].isdigit():
+            continue
+        try:
+            fd = os.open(d, os.O_RDONLY)
+            name = fcntl.ioctl(fd, 0x8100127D, b"\0" * 256).split(b"\0")[0].decode()
+            os.close(fd)
+        except OSError:
+            continue
+        if name == want:
+            print(d)
+            sys.exit(0)
+    time.sleep(0.1)
+sys.exit(1)
+PY
+}
+# rewrite FRACTION of the BLOCK-sized blocks of DEV at random (seeded), then optionally
+# discard LEN bytes at OFF (BLKDISCARD, as a guest's TRIM arrives)
+zvol_churn() { zvol_py "$@" <<'PY'
+import fcntl, os, random, struct, sys
+dev, block, fraction, seed = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+fd = os.open(dev, os.O_RDWR)
+size = os.lseek(fd, 0, os.SEEK_END)
+rng = random.Random(seed)
+blocks = rng.sample(range(size // block), max(1, int(size // block * fraction)))
+for b in blocks:
+    os.pwrite(fd, rng.randbytes(block), b * block)
+if len(sys.argv) > 6:
+    fcntl.ioctl(fd, 0x1277, struct.pack("QQ", int(sys.argv[5]), int(sys.argv[6])))
+os.fsync(fd)
+os.close(fd)
+PY
+}
+# the archive's zvol records: "<drive> <incremental_from or -> <bookmark or -> <stream bytes>" per line
+zvol_records() { proxborg info "$1" --json 2>/dev/null | zvol_py <<'PY'
+import json, sys
+m = json.load(sys.stdin)["metadata"]
+for r in m.get("zvols", []):
+    print(r["drive"], r.get("incremental_from") or "-", r.get("bookmark") or "-", r["stream_bytes"])
+PY
+}
+zvol_sums() { echo "$(/usr/bin/sha256sum < $D0 | cut -c1-64) $(/usr/bin/sha256sum < $D1 | cut -c1-64)"; }
+zvol_restored() { # ARCHIVE: the sums of its two drive images, extracted
+  rm -rf /rpool/repo/x; mkdir -p /rpool/repo/x
+  proxborg extract "$1" -C /rpool/repo/x drive-scsi0.raw drive-virtio1.raw >/tmp/zx.log 2>&1
+  echo "$(/usr/bin/sha256sum < /rpool/repo/x/drive-scsi0.raw | cut -c1-64) $(/usr/bin/sha256sum < /rpool/repo/x/drive-virtio1.raw | cut -c1-64)"
+  rm -rf /rpool/repo/x
+}
+zvol_backup() { # N: proxborg 201 into /tmp/zN.{json,log}; sets ZRC, ZARCH, ZSECS
+  t0=$(up)
+  proxborg 201 --vm-mode zvol --json >/tmp/z$1.json 2>/tmp/z$1.log; ZRC=$?
+  ZSECS=$(awk -v a="$t0" -v b="$(up)" 'BEGIN {printf "%.1f", b - a}')
+  ZARCH=$(sed -n 's/.*"archive": *"\([^"]*\)".*/\1/p' /tmp/z$1.json | head -1)
+}
+zvol_read_mib() { zvol_records "$1" | awk '{s += $4} END {printf "%.1f", s / 1048576}'; }
+
+zvol_checks() {
+  say "VM 201 on two zvols (zvol mode)"
+  Z=tank/data
+  if ! { zfs create -V 128M -o volblocksize=16K -o compression=off $Z/vm-201-disk-0 \
+         && zfs create -V 64M -o volblocksize=16K $Z/vm-201-disk-1; }; then
+    fail zvol-setup "zfs create -V failed"; return
+  fi
+  D0=$(zvol_dev $Z/vm-201-disk-0) D1=$(zvol_dev $Z/vm-201-disk-1)
+  # disk 0: random data with a 16 MiB hole; disk 1: its first half
+  zvol_py $D0 $D1 <<'PY'
+import os, random, sys
+rng = random.Random(201)
+for dev, data in ((sys.argv[1], [(0, 48 << 20), (64 << 20, 64 << 20)]), (sys.argv[2], [(0, 32 << 20)])):
+    fd = os.open(dev, os.O_RDWR)
+    for off, n in data:
+        for at in range(off, off + n, 1 << 20):
+            os.pwrite(fd, rng.randbytes(1 << 20), at)
+    os.fsync(fd)
+    os.close(fd)
+PY
+  cat > $PROXBORG_PVE_ROOT/nodes/$PROXBORG_SIM_NODE/qemu-server/201.conf <<EOF
+agent: 1
+boot: order=scsi0
+ide2: none,media=cdrom
+memory: 512
+name: zvm
+scsi0: local-zfs:vm-201-disk-0,size=128M
+virtio1: local-zfs:vm-201-disk-1,size=64M
+EOF
+  zvol_py $PROXBORG_PVE_ROOT/.vmlist $PROXBORG_SIM_NODE <<'PY'
+import json, sys
+p, node = sys.argv[1], sys.argv[2]
+v = json.load(open(p))
+v["ids"]["201"] = {"node": node, "type": "qemu", "version": 9}
+json.dump(v, open(p, "w"))
+PY
+  echo RUNNING > $SIMDIR/state/201
+  if [ -n "$D0" ] && [ -n "$D1" ] && [ "$(qm status 201 2>&1)" = "status: running" ]; then pass zvol-setup
+  else fail zvol-setup "devices '$D0' '$D1', qm status: $(qm status 201 2>&1)"; return; fi
+
+  say "proxborg 201: first run (full zfs send)"
+  S1=$(zvol_sums)
+  zvol_backup 1; A1=$ZARCH T1=$ZSECS
+  R1=$(zvol_records "$A1")
+  if [ $ZRC = 0 ] && [ -n "$A1" ] && [ "$(echo "$R1" | awk '$2 == "-" && $3 != "-"' | grep -c .)" = 2 ]; then pass zvol-first-full
+  else fail zvol-first-full "rc=$ZRC archive='$A1' records: $(echo $R1); $(tail -2 /tmp/z1.log | tr '\n' ' ')"; fi
+  if [ "$(zvol_restored "$A1")" = "$S1" ]; then pass zvol-first-restored-equal
+  else fail zvol-first-restored-equal "$(tail -2 /tmp/zx.log | tr '\n' ' ')"; fi
+  left=$(zfs list -H -t all -o name | grep proxborg)
+  if [ "$(echo "$left" | grep -c '#proxborg-')" = 2 ] && [ "$(echo "$left" | grep -c .)" = 2 ]; then pass zvol-only-bookmarks-left
+  else fail zvol-only-bookmarks-left "$(echo $left)"; fi
+  ag=$SIMDIR/log/qm-agent-201.log
+  if [ "$(grep -c fsfreeze-freeze $ag 2>/dev/null)" = 1 ] && [ "$(grep -c fsfreeze-thaw $ag)" = 1 ] \
+     && qm guest cmd 201 fsfreeze-status 2>&1 | grep -q thawed; then pass zvol-agent-froze-and-thawed
+  else fail zvol-agent-froze-and-thawed "agent log: $(cat $ag 2>&1 | tr '\n' ' ')"; fi
+
+  say "1% of the blocks rewritten, one range discarded, the VM rebooted"
+  zvol_churn $D0 16384 0.01 1 $((96 << 20)) $((4 << 20)) && zvol_churn $D1 16384 0.01 2
+  qm stop 201 >/dev/null 2>&1; qm start 201 >/dev/null 2>&1
+  S2=$(zvol_sums)
+  zvol_backup 2; A2=$ZARCH T2=$ZSECS
+  R2=$(zvol_records "$A2")
+  N=$(zvol_read_mib "$A2") M=192
+  P=$(echo "$N $M" | awk '{printf "%.2f", 100 * $1 / $2}')
+  echo "zvol incremental: read $N MiB of $M MiB ($P%)"
+  if [ $ZRC = 0 ] && [ "$(echo "$R2" | awk '$2 != "-" && $3 != "-"' | grep -c .)" = 2 ] \
+     && awk -v p="$P" 'BEGIN {exit !(p > 0 && p <= 3)}'; then pass zvol-incremental-reads-le-3pct
+  else fail zvol-incremental-reads-le-3pct "rc=$ZRC P=$P records: $(echo $R2); $(tail -2 /tmp/z2.log | tr '\n' ' ')"; fi
+  if [ "$(zvol_restored "$A2")" = "$S2" ] && [ "$S2" != "$S1" ]; then pass zvol-incremental-restored-equal
+  else fail zvol-incremental-restored-equal "$(tail -2 /tmp/zx.log | tr '\n' ' ')"; fi
+  left=$(zfs list -H -t all -o name | grep proxborg)
+  if [ "$(echo "$left" | grep -c '#proxborg-')" = 2 ] && [ "$(echo "$left" | grep -c .)" = 2 ]; then pass zvol-bookmark-moved-nothing-else-left
+  else fail zvol-bookmark-moved-nothing-else-left "$(echo $left)"; fi
+
+  say "bookmarks destroyed: a full read with a warning"
+  for b in $(zfs list -H -t bookmark -o name | grep 'vm-201-disk-[01]#proxborg-'); do zfs destroy "$b"; done
+  zvol_backup 3; A3=$ZARCH T3=$ZSECS
+  R3=$(zvol_records "$A3")
+  if [ $ZRC = 1 ] && [ "$(grep -c 'cannot read incrementally' /tmp/z3.log)" = 2 ] \
+     && [ "$(echo "$R3" | awk '$2 == "-" && $3 != "-"' | grep -c .)" = 2 ]; then pass zvol-lost-bookmark-full-read-warned
+  else fail zvol-lost-bookmark-full-read-warned "rc=$ZRC records: $(echo $R3); $(tail -3 /tmp/z3.log | tr '\n' ' ')"; fi
+  echo "zvol bench: first run ${T1}s read $(zvol_read_mib "$A1") MiB; 1% churn ${T2}s read $N MiB; full re-read ${T3}s read $(zvol_read_mib "$A3") MiB (TCG, not a speed figure)"
+
+  say "a PVE snapshot: the bookmark stays older, qm rollback works"
+  if qm snapshot 201 before-update >/tmp/qmsnap.log 2>&1 && zfs list -H -o name $Z/vm-201-disk-0@before-update >/dev/null 2>&1
+  then pass zvol-pve-snapshot; else fail zvol-pve-snapshot "$(tail -2 /tmp/qmsnap.log | tr '\n' ' ')"; fi
+  SPRE=$(zvol_sums)
+  zvol_churn $D0 16384 0.002 3 && zvol_churn $D1 16384 0.002 4
+  SMID=$(zvol_sums)
+  zvol_backup 4; A4=$ZARCH
+  R4=$(zvol_records "$A4")
+  if [ $ZRC = 0 ] && [ "$(echo "$R4" | awk '$2 != "-" && $3 == "-"' | grep -c .)" = 2 ] \
+     && [ "$(zvol_restored "$A4")" = "$SMID" ]; then pass zvol-pve-snapshot-incremental-bookmark-kept
+  else fail zvol-pve-snapshot-incremental-bookmark-kept "rc=$ZRC records: $(echo $R4); $(tail -2 /tmp/z4.log | tr '\n' ' ')"; fi
+  # control: a bookmark newer than the snapshot does make the plain `zfs rollback` fail
+  zfs snapshot $Z/vm-201-disk-1@ctl && zfs bookmark $Z/vm-201-disk-1@ctl $Z/vm-201-disk-1#ctl && zfs destroy $Z/vm-201-disk-1@ctl
+  if zfs rollback $Z/vm-201-disk-1@before-update 2>/tmp/ctl.log; then fail zvol-rollback-control "rollback worked past a newer bookmark"
+  else pass zvol-rollback-control; fi
+  zfs destroy $Z/vm-201-disk-1#ctl
+  if qm rollback 201 before-update >/tmp/qmrb.log 2>&1 && [ "$(zvol_sums)" = "$SPRE" ]; then pass zvol-qm-rollback-works
+  else fail zvol-qm-rollback-works "$(tail -2 /tmp/qmrb.log | tr '\n' ' ')"; fi
+  qm start 201 >/dev/null 2>&1
+  zvol_backup 5; A5=$ZARCH
+  if [ $ZRC = 0 ] && [ "$(zvol_restored "$A5")" = "$SPRE" ] \
+     && [ "$(zvol_records "$A5" | awk '$2 != "-"' | grep -c .)" = 2 ]; then pass zvol-after-rollback-incremental-equal
+  else fail zvol-after-rollback-incremental-equal "rc=$ZRC records: $(zvol_records "$A5" | tr '\n' ' '); $(tail -2 /tmp/z5.log | tr '\n' ' ')"; fi
+  if proxborg check --verify-data >/tmp/zcheck.log 2>&1; then pass zvol-repo-check
+  else fail zvol-repo-check "$(tail -2 /tmp/zcheck.log)"; fi
+  qm delsnapshot 201 before-update >/dev/null 2>&1
+  zfs destroy -r $Z/vm-201-disk-0 ; zfs destroy -r $Z/vm-201-disk-1
+}
+
 # ---------------------------------------------------------------- the simulated PVE node on OpenZFS
 # pve/sim builds the same node as on the host (same scripts, same /etc/pve), with its pool on a
 # real device; `proxborg 100:` etc. then run exactly as on a PVE host.
@@ -327,6 +504,7 @@ for m in tarfile.open(fileobj=sys.stdin.buffer, mode="r|"):
   if [ "$state" = RUNNING ]; then pass sigkill-container-thawed; else fail sigkill-container-thawed "state $state"; fi
   rm -f $MP0/big.bin
   if proxborg check >/tmp/check-sim.log 2>&1; then pass sim-repo-check; else fail sim-repo-check "$(tail -2 /tmp/check-sim.log)"; fi
+  zvol_checks
   /opt/proxborg/pve/sim down $SIMDIR 2>/tmp/sim-down.log || fail sim-down "$(tail -2 /tmp/sim-down.log)"
 }
 sim_checks
