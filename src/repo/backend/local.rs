@@ -80,7 +80,21 @@ impl Backend for LocalDir {
 
     fn get(&self, key: &str) -> Result<Vec<u8>> {
         let path = self.path(key)?;
-        fs::read(&path).map_err(|e| not_found_or_io(key, &path, e))
+        let mut f = File::open(&path).map_err(|e| not_found_or_io(key, &path, e))?;
+        let cap = super::largest_object(key);
+        let mut out = Vec::new();
+        // `take`: a file that grows past the cap meanwhile is caught below, not read whole
+        (&mut f)
+            .take(cap + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| RepoError::io(&path, e))?;
+        if out.len() as u64 > cap {
+            return Err(RepoError::corrupt(
+                key,
+                format!("larger than {cap} bytes, more than such an object can be"),
+            ));
+        }
+        Ok(out)
     }
 
     fn get_range(&self, key: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
@@ -165,5 +179,27 @@ mod tests {
     fn local_dir_conforms() {
         let dir = tempfile::tempdir().unwrap();
         super::super::conformance::run(&LocalDir::new(dir.path()));
+    }
+
+    #[test]
+    fn an_object_larger_than_its_kind_allows_is_refused_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalDir::new(dir.path());
+        std::fs::create_dir_all(dir.path().join("locks")).unwrap();
+        // a lock object is a few hundred bytes; 5 MiB is a hostile disk's
+        std::fs::write(dir.path().join("locks/x"), vec![0u8; 5 << 20]).unwrap();
+        let e = b.get("locks/x").unwrap_err().to_string();
+        assert!(
+            e.contains("locks/x") && e.contains("larger than 4194304"),
+            "{e}"
+        );
+        std::fs::write(dir.path().join("locks/y"), vec![1u8; 4 << 20]).unwrap();
+        assert_eq!(
+            b.get("locks/y").unwrap().len(),
+            4 << 20,
+            "up to the cap is fine"
+        );
+        assert!(super::super::largest_object("data/ab/cd") >= (16 + 64) << 20);
+        assert_eq!(super::super::largest_object("index/ab"), 1 << 30);
     }
 }

@@ -55,6 +55,24 @@ pub trait Backend: Send + Sync {
     }
 }
 
+/// The largest object a key of its kind can rightly be. A storage side that hands back more is
+/// refused before the bytes are held, so a hostile server or disk cannot make one read take
+/// gigabytes of memory. Packs hold blobs up to about their target size plus one largest blob
+/// and their header; index and archive files grow with the repository and get more room.
+pub fn largest_object(key: &str) -> u64 {
+    use super::crypto::MAX_BLOB;
+    use super::pack::{MAX_HEADER, TARGET_SIZE};
+    match key.split('/').next().unwrap_or("") {
+        "config" | "keys" | "locks" => 4 << 20,
+        "data" => (TARGET_SIZE + MAX_BLOB + MAX_HEADER) as u64 + (1 << 20),
+        "archives" => 256 << 20,
+        _ => 1 << 30,
+    }
+}
+
+/// The most a page of a listing may be (an S3 ListObjectsV2 answer holds up to 1000 keys).
+pub const LARGEST_LIST_PAGE: u64 = 16 << 20;
+
 /// Refuses a key that is empty or has an empty, `.` or `..` component (so it cannot name
 /// anything outside the repository on any backend). Every backend checks keys with this.
 pub fn check_key(key: &str) -> Result<()> {

@@ -29,8 +29,8 @@ const SIGNED_FOR: Duration = Duration::from_secs(3600);
 /// Waits between attempts: 7 attempts over ~16 s, enough to ride out a storage node's
 /// restart or a load balancer's failover, short enough that a dead endpoint fails the run soon.
 const RETRY_DELAYS: [u64; 6] = [250, 500, 1000, 2000, 4000, 8000];
-/// Largest object read in one GET (a pack is ~16 MiB; archives and index files are smaller).
-const MAX_OBJECT: u64 = 1 << 30;
+/// The most read of an answer that carries no object (an error document of PUT, HEAD, DELETE).
+const ERROR_BODY: u64 = 64 << 10;
 /// Puts in flight while a backup streams packs, and packs queued behind them.
 const PUT_WORKERS: usize = 6;
 const PUT_QUEUE: usize = 2;
@@ -125,14 +125,14 @@ impl S3Backend {
         let i = &self.inner;
         let head = i.bucket.head_bucket(Some(&i.creds)).sign(SIGNED_FOR);
         let a = i.retrying("HEAD", "(bucket)", || {
-            i.send("HEAD", head.as_str(), &[], None)
+            i.send("HEAD", head.as_str(), &[], None, ERROR_BODY)
         })?;
         match a.status {
             200 => Ok(false),
             404 => {
                 let create = i.bucket.create_bucket(&i.creds).sign(SIGNED_FOR);
                 let a = i.retrying("PUT", "(bucket)", || {
-                    i.send("PUT", create.as_str(), &[], None)
+                    i.send("PUT", create.as_str(), &[], None, ERROR_BODY)
                 })?;
                 match a.status {
                     200 => Ok(true),
@@ -158,13 +158,15 @@ impl Inner {
         Ok(format!("{}{key}", self.prefix))
     }
 
-    /// One request; the status and (for answers with a body) up to `limit` bytes of it.
+    /// One request; the status and (for answers with a body) its body, of which more than
+    /// `cap` bytes (or the range asked for) are never read.
     fn send(
         &self,
         method: &str,
         url: &str,
         body: &[u8],
         range: Option<(u64, usize)>,
+        cap: u64,
     ) -> std::result::Result<Answer, Failure> {
         let transport = |e: ureq::Error| Failure::Transport(e.to_string());
         super::traffic::sent(body.len() as u64 + url.len() as u64);
@@ -189,7 +191,7 @@ impl Inner {
         let status = response.status().as_u16();
         let limit = match range {
             Some((_, len)) => len as u64 + 1,
-            None => MAX_OBJECT + 1,
+            None => cap + 1,
         };
         let mut body = Vec::new();
         if method != "HEAD" {
@@ -261,7 +263,9 @@ impl Inner {
             .bucket
             .head_object(Some(&self.creds), &full)
             .sign(SIGNED_FOR);
-        let a = self.retrying("HEAD", key, || self.send("HEAD", url.as_str(), &[], None))?;
+        let a = self.retrying("HEAD", key, || {
+            self.send("HEAD", url.as_str(), &[], None, ERROR_BODY)
+        })?;
         match (a.status, a.length) {
             (200, Some(len)) => Ok(Some(len)),
             (200, None) => Err(self.error("HEAD", key, "no Content-Length in the answer")),
@@ -276,7 +280,9 @@ impl Inner {
             .bucket
             .put_object(Some(&self.creds), &full)
             .sign(SIGNED_FOR);
-        let a = self.retrying("PUT", key, || self.send("PUT", url.as_str(), data, None))?;
+        let a = self.retrying("PUT", key, || {
+            self.send("PUT", url.as_str(), data, None, ERROR_BODY)
+        })?;
         match a.status {
             200 => Ok(()),
             status => Err(self.refused("PUT", key, status, &a.body)),
@@ -297,12 +303,14 @@ impl Inner {
             .bucket
             .get_object(Some(&self.creds), &full)
             .sign(SIGNED_FOR);
-        let Answer { status, body, .. } =
-            self.retrying("GET", key, || self.send("GET", url.as_str(), &[], range))?;
+        let cap = super::largest_object(key);
+        let Answer { status, body, .. } = self.retrying("GET", key, || {
+            self.send("GET", url.as_str(), &[], range, cap)
+        })?;
         match (status, range) {
-            (200, None) if body.len() as u64 > MAX_OBJECT => Err(RepoError::corrupt(
+            (200, None) if body.len() as u64 > cap => Err(RepoError::corrupt(
                 key,
-                format!("larger than {MAX_OBJECT} bytes"),
+                format!("larger than {cap} bytes, more than such an object can be"),
             )),
             (200, None) => Ok(body),
             (206, Some((offset, len))) | (200, Some((offset @ 0, len))) => {
@@ -427,7 +435,9 @@ impl Backend for S3Backend {
                 action.with_continuation_token(t.as_str());
             }
             let url = action.sign(SIGNED_FOR);
-            let a = i.retrying("LIST", prefix, || i.send("GET", url.as_str(), &[], None))?;
+            let a = i.retrying("LIST", prefix, || {
+                i.send("GET", url.as_str(), &[], None, super::LARGEST_LIST_PAGE)
+            })?;
             if a.status != 200 {
                 return Err(i.refused("LIST", prefix, a.status, &a.body));
             }
@@ -465,7 +475,9 @@ impl Backend for S3Backend {
             .bucket
             .delete_object(Some(&i.creds), &full)
             .sign(SIGNED_FOR);
-        let a = i.retrying("DELETE", key, || i.send("DELETE", url.as_str(), &[], None))?;
+        let a = i.retrying("DELETE", key, || {
+            i.send("DELETE", url.as_str(), &[], None, ERROR_BODY)
+        })?;
         match a.status {
             200 | 204 => Ok(()),
             status => Err(i.refused("DELETE", key, status, &a.body)),
