@@ -381,7 +381,7 @@ fn vm_job_incremental_from_dirty_regions_and_qmrestore() {
         std::thread::sleep(std::time::Duration::from_millis(1100)); // names have seconds
         let mut c = node.pve(&s, "vzdump");
         c.args(["200", "--storage", "proxborg", "--mode", "snapshot"])
-            .args(["--notes-template", "{{guestname}}"]);
+            .args(["--notes-template", "{{guestname}}", "--bwlimit", "1000000"]);
         if let Some(d) = dirty {
             c.env("PXB_SIM_DIRTY", d);
         }
@@ -396,6 +396,8 @@ fn vm_job_incremental_from_dirty_regions_and_qmrestore() {
     let (volid, name, log) = backup(None);
     assert!(volid.starts_with("proxborg:backup/dump-200-"), "{volid}");
     assert!(log.contains("drive-scsi0: reading all of it"), "{log}");
+    // the job's bwlimit (PVE hands the plugin bytes/s) reaches proxborg as --bwlimit KiB/s
+    assert!(log.contains("bandwidth limit: 1000000 KiB/s"), "{log}");
     let sizes = [("drive-scsi0", 64 * MIB), ("drive-virtio1", 1060 * 1024)];
     let reads = drive_reads(node, &s, &name);
     assert_eq!(

@@ -430,6 +430,15 @@ sub backup_container_prepare {
     return;
 }
 
+# The job's bandwidth limit (PVE hands bytes/s, proxborg takes KiB/s): `--bwlimit N`, logged.
+sub bwlimit_args {
+    my ($self, $info) = @_;
+    my $bps = $info->{'bandwidth-limit'} or return ();
+    my $kib = int(($bps + 1023) / 1024);
+    $self->log('info', "bandwidth limit: $kib KiB/s");
+    return ('--bwlimit', $kib);
+}
+
 # Root helper: wait for the request line, run proxborg, answer with one line.
 sub helper {
     my ($self, $vmid, $info, $name, $dir, $req_r, $res_w) = @_;
@@ -449,6 +458,7 @@ sub helper {
         '--firewall', "$dir/pct.fw");
     push @args, map { ('--source', $_) } @{ $info->{sources} };
     push @args, map { "--exclude=$_" } @{ $req->{excludes} // [] };
+    push @args, $self->bwlimit_args($info);
     $self->log('info', "creating proxborg archive '$name' from $info->{directory}");
     my $warnings = [];
     my $out = PVE::Storage::Custom::ProxborgPlugin::run_proxborg(
@@ -604,6 +614,7 @@ sub backup_vm {
         push @args, '--drive', $spec;
     }
     push @args, '--previous', $job->{previous} if $incremental;
+    push @args, $self->bwlimit_args($info);
     my $warnings = [];
     my $out = PVE::Storage::Custom::ProxborgPlugin::run_proxborg(
         $self->{scfg}, $self->{storeid}, \@args, undef, $warnings);
