@@ -186,6 +186,11 @@ impl Host for RecordingHost {
         Ok(self.state == CtState::Running)
     }
 
+    fn agent_frozen(&self, vmid: Vmid) -> Result<bool, HostError> {
+        self.call(format!("agent status {vmid}"))?;
+        Ok(false)
+    }
+
     fn agent_freeze(&self, vmid: Vmid) -> Result<(), HostError> {
         self.call(format!("agent freeze {vmid}"))
     }

@@ -57,27 +57,12 @@ pub(super) fn run(ctx: &JobCtx, job: &ZvolJob) -> JobResultOf {
     let mut guards = Guards::new(ctx.report);
     let running = host.vm_running(vmid)?;
     ctx.checkpoint()?;
-    let mut frozen = false;
-    if running && job.agent {
-        // vzdump goes on when the agent cannot freeze (QemuServer.pm, qga_fs_freeze): so do we,
-        // saying the copy is only crash-consistent
-        match host.agent_freeze(vmid) {
-            Ok(()) => {
-                frozen = true;
-                guards.push(format!("thaw the filesystems of VM {}", vmid.0), move || {
-                    host.agent_thaw(vmid)
-                });
-            }
-            Err(e) => ctx.report.warn(format!(
-                "VM {}: the guest agent could not freeze its filesystems ({e}): the disks are crash-consistent",
-                vmid.0
-            )),
-        }
-    } else if running {
-        ctx.report.note(format!(
-            "VM {}: no guest agent (agent: 1 in its config): the disks are crash-consistent, as after a power cut",
-            vmid.0
-        ));
+    let frozen = running && freeze(ctx, job);
+    if frozen {
+        guards.push(
+            format!("thaw the filesystems of VM {}", vmid.0),
+            move || host.agent_thaw(vmid),
+        );
     }
     let (taken, failed) = snapshot_disks(ctx, job);
     // Thaw at once; then the snapshots are the guards' to destroy, even when the thaw failed
@@ -161,6 +146,51 @@ pub(super) fn run(ctx: &JobCtx, job: &ZvolJob) -> JobResultOf {
         move_bookmark(ctx, disk, bookmark.as_ref(), &points, &prefix);
     }
     Ok(manifest)
+}
+
+/// Freezes a running VM's filesystems through its guest agent when its config allows; says
+/// why not otherwise. Like vzdump (`qga_fs_freeze`, docs/QM-GUEST.md §2): an agent that does
+/// not answer or a guest someone else froze is left alone, and a failed freeze is a warning,
+/// not the end of the backup. Returns whether this run froze it (and must thaw it).
+fn freeze(ctx: &JobCtx, job: &ZvolJob) -> bool {
+    let vmid = job.vmid.0;
+    let crash = "the disks are crash-consistent, as after a power cut";
+    if !job.agent {
+        ctx.report
+            .note(format!("VM {vmid}: no guest agent (agent: 1): {crash}"));
+        return false;
+    }
+    if !job.freeze_fs {
+        ctx.report.note(format!(
+            "VM {vmid}: freeze-fs=0 in its agent option: {crash}"
+        ));
+        return false;
+    }
+    match ctx.host.agent_frozen(job.vmid) {
+        Err(e) => {
+            ctx.report.note(format!(
+                "VM {vmid}: the guest agent does not answer ({e}): {crash}"
+            ));
+            false
+        }
+        Ok(true) => {
+            ctx.report.note(format!(
+                "VM {vmid}: its filesystems are already frozen (by someone else): left as they are"
+            ));
+            false
+        }
+        // a signal meanwhile: freeze nothing, the snapshot step stops the job
+        Ok(false) if ctx.host.interrupted() => false,
+        Ok(false) => match ctx.host.agent_freeze(job.vmid) {
+            Ok(()) => true,
+            Err(e) => {
+                ctx.report.warn(format!(
+                    "VM {vmid}: the guest agent could not freeze its filesystems ({e}): {crash}"
+                ));
+                false
+            }
+        },
+    }
 }
 
 fn now() -> Timestamp {

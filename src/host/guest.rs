@@ -73,6 +73,18 @@ pub fn agent_fsfreeze(vmid: u32, freeze: bool) -> Result<(), RunError> {
     run(&argv(&["qm", "guest", "cmd", &vmid.to_string(), cmd])).map(drop)
 }
 
+/// `qm guest cmd VMID fsfreeze-status`: `frozen` or `thawed`.
+pub fn agent_frozen(vmid: u32) -> Result<bool, RunError> {
+    let out = run(&argv(&[
+        "qm",
+        "guest",
+        "cmd",
+        &vmid.to_string(),
+        "fsfreeze-status",
+    ]))?;
+    Ok(out.trim().trim_matches('"') == "frozen")
+}
+
 fn argv(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()
 }

@@ -125,6 +125,9 @@ pub trait Host {
     fn unmount(&self, mountpoint: &Path) -> Result<(), HostError>;
     /// Whether a VM runs (`qm status`).
     fn vm_running(&self, vmid: Vmid) -> Result<bool, HostError>;
+    /// Whether a running VM's guest agent has its filesystems frozen (`fsfreeze-status`); an
+    /// error when the agent does not answer.
+    fn agent_frozen(&self, vmid: Vmid) -> Result<bool, HostError>;
     /// Freezes a running VM's filesystems through its guest agent. A marker in the run
     /// directory says so until `agent_thaw`, so that a later cleanup thaws it if this process
     /// dies.

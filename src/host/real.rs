@@ -195,6 +195,10 @@ impl Host for RealHost {
         Ok(guest::vm_running(vmid.0)?)
     }
 
+    fn agent_frozen(&self, vmid: Vmid) -> Result<bool, HostError> {
+        Ok(guest::agent_frozen(vmid.0)?)
+    }
+
     fn agent_freeze(&self, vmid: Vmid) -> Result<(), HostError> {
         // As for containers: the marker first, so that no kill comes between.
         let marker = self.agent_marker(vmid)?;

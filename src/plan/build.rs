@@ -351,17 +351,7 @@ fn zvol_job(
             format: "raw",
         })
         .collect();
-    let agent = conf.main.get("agent").is_some_and(|v| {
-        PropertyString::parse(v)
-            .ok()
-            .and_then(|p| {
-                p.default
-                    .clone()
-                    .or_else(|| p.get("enabled").map(str::to_string))
-            })
-            .and_then(|e| parse_bool(&e))
-            .unwrap_or(false)
-    });
+    let (agent, freeze_fs) = agent_freeze(conf.main.get("agent"));
     Ok(ZvolJob {
         vmid: guest.vmid,
         hostname: guest.hostname().map(str::to_string),
@@ -370,8 +360,30 @@ fn zvol_job(
         qemu_fw: guest.firewall.clone(),
         disks: out,
         agent,
+        freeze_fs,
         requested_by: Vec::new(),
     })
+}
+
+/// `agent: enabled[,freeze-fs=0|1]`: whether the guest agent is on, and whether backups may
+/// freeze its filesystems (`freeze-fs`, default 1; older PVE spells it `freeze-fs-on-backup`,
+/// docs/QM-GUEST.md §2). A value PVE would reject counts as off.
+pub(super) fn agent_freeze(value: Option<&str>) -> (bool, bool) {
+    let Some(p) = value.and_then(|v| PropertyString::parse(v).ok()) else {
+        return (false, false);
+    };
+    let flag = |key: &str| p.get(key).and_then(parse_bool);
+    let enabled = p
+        .default
+        .as_deref()
+        .and_then(parse_bool)
+        .or_else(|| flag("enabled"))
+        .unwrap_or(false);
+    let freeze = flag("freeze-fs")
+        .or_else(|| flag("freeze-fs-on-backup"))
+        .or_else(|| flag("guest-fsfreeze"))
+        .unwrap_or(true);
+    (enabled, enabled && freeze)
 }
 
 fn files_job(

@@ -79,9 +79,10 @@ pub struct ZvolJob {
     pub archive: String,
     /// The disks vzdump would back up, in PVE's bus order.
     pub disks: Vec<ZvolDisk>,
-    /// `agent: 1`: a running VM's filesystems are frozen through the guest agent around the
-    /// snapshot.
+    /// `agent: 1`: the VM has a guest agent.
     pub agent: bool,
+    /// ... and its `freeze-fs` option lets backups freeze its filesystems around the snapshot.
+    pub freeze_fs: bool,
     /// `qemu-server.conf` as vzdump embeds it in a VMA (with `#qmdump#map:` lines).
     #[serde(skip)]
     pub qemu_conf: String,

@@ -40,10 +40,10 @@ pub fn render_plan(plan: &BackupPlan) -> String {
                     .as_deref()
                     .map(|h| format!(" ({h})"))
                     .unwrap_or_default();
-                let agent = if j.agent {
-                    "filesystems frozen through the guest agent"
-                } else {
-                    "no guest agent: crash-consistent"
+                let agent = match (j.agent, j.freeze_fs) {
+                    (true, true) => "filesystems frozen through the guest agent",
+                    (true, false) => "freeze-fs=0: crash-consistent",
+                    _ => "no guest agent: crash-consistent",
                 };
                 let _ = writeln!(
                     o,

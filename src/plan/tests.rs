@@ -404,7 +404,7 @@ fn a_vm_on_zvols_is_read_from_them_unless_told_otherwise() {
         j.disks[0].snapshot.as_str(),
         "rpool/data/vm-200-disk-0@proxborg-20261123T071900Z"
     );
-    assert!(!j.agent);
+    assert!(!j.agent && !j.freeze_fs);
     assert!(j
         .qemu_conf
         .starts_with("#Windows build VM\nbios: seabios\n"));
@@ -417,6 +417,18 @@ fn a_vm_on_zvols_is_read_from_them_unless_told_otherwise() {
     assert!(matches!(&p.jobs[0], Job::Image(_)), "{:?}", p.jobs);
     let p = plan_mode(&["200"], VmMode::Zvol);
     assert!(matches!(&p.jobs[0], Job::Zvol(_)));
+}
+
+#[test]
+fn the_agent_and_its_freeze_fs_option_as_pve_reads_them() {
+    use super::build::agent_freeze;
+    assert_eq!(agent_freeze(None), (false, false));
+    assert_eq!(agent_freeze(Some("1")), (true, true));
+    assert_eq!(agent_freeze(Some("0")), (false, false));
+    assert_eq!(agent_freeze(Some("enabled=1,type=virtio")), (true, true));
+    assert_eq!(agent_freeze(Some("1,freeze-fs=0")), (true, false));
+    assert_eq!(agent_freeze(Some("1,freeze-fs-on-backup=0")), (true, false));
+    assert_eq!(agent_freeze(Some("enabled=0,freeze-fs=1")), (false, false));
 }
 
 #[test]
