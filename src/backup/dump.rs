@@ -108,7 +108,8 @@ pub fn archive_dump(
                 mtime,
                 &shown,
                 || BackupError::Refused("the dump file is empty; no archive written".into()),
-                Some(&mut digest),
+                // only `remove-dump` compares contents: without it the digest is pure cost
+                remove_dump.then_some(&mut digest),
             )?;
             metadata.insert("format".into(), "drives".into());
             metadata.insert("drives".into(), drives_metadata(&drives));
