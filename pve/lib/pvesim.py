@@ -1,6 +1,6 @@
-"""Shared pieces of the simulated PVE executables (pct, vzdump): the node layout under
-$PROXBORG_SIM_DIR, the PVE config grammars of shared/PVE-FACTS.md §5, volume resolution, and
-running real programs. Nothing here fakes zfs or tar: they are always the real programs.
+"""Shared pieces of the simulated PVE executables (pct, qm, vzdump, qmrestore): the node layout
+under $PROXBORG_SIM_DIR, the PVE config grammars of shared/PVE-FACTS.md §5, volume resolution,
+and running real programs. Nothing here fakes zfs or tar: they are always the real programs.
 """
 import json
 import os
@@ -36,11 +36,12 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
-def run_main(fn):
+def run_main(fn, prefix=True):
+    """prefix=False prints the error alone, as PVE's CLIHandler does for an API error."""
     try:
         fn(sys.argv[1:])
     except Fail as e:
-        print(f"{PROG}: {e}", file=sys.stderr)
+        print(f"{PROG}: {e}" if prefix else str(e), file=sys.stderr)
         sys.exit(255)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -275,9 +276,16 @@ def root_ids(maps):
     return uid, gid
 
 
+def real_openzfs():
+    """Whether `zfs` is kernel OpenZFS (the tests/openzfs VM) rather than zfs-fuse: only
+    OpenZFS has a kernel module, and zfs-fuse's package conflicts with zfsutils-linux."""
+    return os.path.isdir("/sys/module/zfs")
+
+
 def resolve_volume(node, volid):
-    """A volid → ("dataset", name, mountpoint) for a zfspool subvol, ("file", path) for a dir
-    storage image or iso, or raises Fail (PVE-FACTS §5.5)."""
+    """A volid → ("dataset", name, mountpoint) for a zfspool subvol, ("zvol", name, device) for
+    a zfspool zvol (real OpenZFS only), ("file", path) for a dir storage image or iso, or raises
+    Fail (PVE-FACTS §5.5)."""
     if volid.startswith("/"):
         return ("file", volid)
     storeid, sep, volname = volid.partition(":")
@@ -291,9 +299,12 @@ def resolve_volume(node, volid):
         if not m:
             raise Fail(f"unable to parse zfs volume name '{volname}'")
         name = m.group(1)
-        if not name.startswith(("subvol-", "basevol-")):
-            raise Fail(f"{volid}: zvols are not available on zfs-fuse (pve/sim)")
         ds = f"{st['pool']}/{name}"
+        if not name.startswith(("subvol-", "basevol-")):
+            if not real_openzfs():
+                raise Fail(f"{volid}: zvols are not available on zfs-fuse (pve/sim)")
+            # ZFSPoolPlugin::path: /dev/zvol/<pool>/<name> (a udev link; may lag behind creation)
+            return ("zvol", ds, f"/dev/zvol/{ds}")
         return ("dataset", ds, zfs_mountpoint(ds))
     if st["type"] == "dir":
         m = re.match(r"^iso/(.+)$", volname)
