@@ -343,8 +343,9 @@ gui_strip() { # gui_strip < manifest: drop the entries a GUI restore does not ca
   # ./srv: mp0's mount point (pct makes it; here the harness, in the snapshot's clone) and mp0
   # itself (compared on its own); ./etc/vzdump: vzdump's pct.conf/pct.fw, restored as PVE does;
   # tmp/session.tmp, var/tmp/cache.tmp, var/run/sshd.pid: vzdump's standard excludes;
+  # (proxborg also leaves out lost+found, as vzdump's tar does for a CT in a userns);
   # root/host-owned.txt: host uid 0, outside the CT's map (nobody inside, so not restorable as 0)
-  awk '/^\.[ \/]/ { skip = ($1 ~ /^\.\/(srv|etc\/vzdump|tmp\/session\.tmp|var\/tmp\/cache\.tmp|var\/run\/sshd\.pid|root\/host-owned\.txt)(\/|$)/) }
+  awk '/^\.[ \/]/ { skip = ($1 ~ /^\.\/(srv|etc\/vzdump|tmp\/session\.tmp|var\/tmp\/cache\.tmp|var\/run\/sshd\.pid|lost\+found|root\/host-owned\.txt)(\/|$)/) }
        !skip' | sed '1s/^\(\. directory [0-7]* [0-9:]*\) .*/\1 (root mtime not compared)/'
 }
 gui_checks() {

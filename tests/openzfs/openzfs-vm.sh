@@ -22,7 +22,7 @@
 #
 # Environment overrides:
 #   WORK=/var/tmp/openzfs-vm  KVER=6.12.95+deb12-amd64  ZVER=2.3.2  SUITE=bookworm-backports
-#   MEM=2G SMP=2 DISK_SIZE=2G  ACCEL=tcg   EXTRA_BIN="/path/to/static-binary ..." (copied to /usr/local/bin)
+#   MEM=2G SMP=2 DISK_SIZE=2G  ACCEL=tcg VM_TIMEOUT=900   EXTRA_BIN="/path/to/static-binary ..." (copied to /usr/local/bin)
 #   EXTRA_DIRS="hostdir:guestdir ..."  WITH_PVE_SIM=1 (bash/python3/perl/GNU tools)  PARTS=1 (vda1..vdaN)
 #   e.g. the bookworm (non-backports) combination:
 #   KVER=6.1.0-56-amd64 ZVER=2.1.11 SUITE=bookworm WORK=/var/tmp/openzfs-vm61 ./openzfs-vm.sh all
@@ -37,6 +37,7 @@ MEM=${MEM:-2G}
 SMP=${SMP:-2}
 DISK_SIZE=${DISK_SIZE:-2G}
 ACCEL=${ACCEL:-tcg}
+VM_TIMEOUT=${VM_TIMEOUT:-900}             # seconds before the VM is killed
 EXTRA_BIN=${EXTRA_BIN:-}
 EXTRA_DIRS=${EXTRA_DIRS:-}                # "HOSTDIR:GUESTDIR ..." copied into the initrd
 WITH_PVE_SIM=${WITH_PVE_SIM:-}            # non-empty: bash, python3 and GNU tools for pve/sim
@@ -300,7 +301,7 @@ do_run() {
   # partitions, not the whole disk: the guest sees /dev/vda1.. via devtmpfs (no udev to wait for)
   local part_mib=$(( $(stat -c %s "$WORK/disk.img") / 1048576 / PARTS - 1 )) i
   { echo 'label: gpt'; for i in $(seq 1 "$PARTS"); do echo ",${part_mib}M"; done; } | sfdisk -q "$WORK/disk.img"
-  timeout 900 qemu-system-x86_64 -accel "$ACCEL" -cpu max -smp "$SMP" -m "$MEM" \
+  timeout "$VM_TIMEOUT" qemu-system-x86_64 -accel "$ACCEL" -cpu max -smp "$SMP" -m "$MEM" \
     -nographic -no-reboot -nodefaults -serial stdio \
     -kernel "$kernel" -initrd "$WORK/initrd.img" \
     -append "console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init" \
