@@ -6,7 +6,7 @@
 //! with a note, never a panic.
 
 use crate::item::{checked_extents, Extent, Item, Kind};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
 /// Index of a node in its tree; the root is 0.
@@ -49,6 +49,8 @@ pub struct Tree {
     nodes: Vec<Node>,
     /// Records that were skipped or repaired while building, for one warning each.
     pub notes: Vec<String>,
+    /// Directories made for a missing parent whose own entry has not come yet.
+    stand_ins: BTreeSet<NodeId>,
 }
 
 impl Tree {
@@ -60,6 +62,7 @@ impl Tree {
         let mut t = Tree {
             nodes: vec![Node::new(root, ROOT)],
             notes: Vec::new(),
+            stand_ins: BTreeSet::new(),
         };
         let mut root_seen = false;
         for item in items {
@@ -96,7 +99,14 @@ impl Tree {
         let Some(parent) = self.make_dirs(dirs, &shown) else {
             return;
         };
-        if self.nodes[parent as usize].children.contains_key(name) {
+        if let Some(&existing) = self.nodes[parent as usize].children.get(name) {
+            // A directory's own entry after entries below it (every container archive leads
+            // with vzdump's ./etc/vzdump files, before ./etc): its metadata replaces the
+            // stand-in's, as GNU tar's would on extraction.
+            if item.is_dir() && self.stand_ins.remove(&existing) {
+                self.nodes[existing as usize].item = item;
+                return;
+            }
             self.notes
                 .push(format!("{shown}: a second entry of this name, skipped"));
             return;
@@ -149,6 +159,7 @@ impl Tree {
                     let mut d = Item::new(dirs[..=i].join(&b'/'), Kind::Dir);
                     d.mode = 0o755;
                     let n = self.push(d, at);
+                    self.stand_ins.insert(n);
                     self.nodes[at as usize].children.insert(c.clone(), n);
                     self.nodes[at as usize].nlink += 1;
                     n
@@ -530,6 +541,41 @@ mod tests {
                 b"lost".to_vec(),
                 b"x".to_vec()
             ]
+        );
+    }
+
+    #[test]
+    fn a_directory_entry_after_its_contents_replaces_the_stand_in() {
+        let mut etc = dir("etc");
+        etc.mode = 0o750;
+        etc.uid = 100000;
+        etc.mtime.secs = 1_600_000_000;
+        let mut again = dir("etc");
+        again.mode = 0o700;
+        let t = Tree::build(vec![
+            dir(""),
+            file("etc/vzdump/pct.conf", 1, None, &[1]),
+            etc,
+            file("etc/hostname", 1, None, &[1]),
+            again,
+        ]);
+        let e = t.get(t.find(b"etc").unwrap()).unwrap();
+        assert_eq!(
+            (e.item.mode, e.item.uid, e.item.mtime.secs),
+            (0o750, 100000, 1_600_000_000)
+        );
+        assert_eq!(e.children.len(), 2, "vzdump and hostname stay");
+        assert_eq!(e.nlink, 3);
+        let v = t.get(t.find(b"etc/vzdump").unwrap()).unwrap();
+        assert_eq!(
+            v.item.mode, 0o755,
+            "no entry of its own: the stand-in stays"
+        );
+        assert_eq!(
+            t.notes.len(),
+            1,
+            "only the second ./etc is skipped: {:?}",
+            t.notes
         );
     }
 

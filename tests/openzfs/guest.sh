@@ -8,7 +8,7 @@
 H=/mnt/host
 PASS=0 FAIL=0
 # How many PASS/FAIL lines a complete run prints; change it with the checks.
-EXPECTED_CHECKS=56
+EXPECTED_CHECKS=65
 pass() { echo "PASS $1"; PASS=$((PASS + 1)); }
 fail() { echo "FAIL $1: $2"; FAIL=$((FAIL + 1)); }
 up() { cut -d' ' -f1 /proc/uptime; }
@@ -452,6 +452,8 @@ sim_checks() {
   if [ "$hn" = 100000:100000 ] && [ "$nhn" = "$hn" ]; then pass pct-restore-shifted-owners
   else fail pct-restore-shifted-owners "etc/hostname $hn -> $nhn"; fi
 
+  gui_checks
+
   say "proxborg 100: --idmap-via overlay (fuse-overlayfs) gives what in-process translation gives"
   # fuse-overlayfs maps owners but not ACL qualifiers or capability root ids; the export-tar
   # streams (everything but the synthesized ./etc/vzdump) must be byte for byte the same
@@ -507,6 +509,76 @@ for m in tarfile.open(fileobj=sys.stdin.buffer, mode="r|"):
   zvol_checks
   /opt/proxborg/pve/sim down $SIMDIR 2>/tmp/sim-down.log || fail sim-down "$(tail -2 /tmp/sim-down.log)"
 }
+# ---------------------------------------------------------------- the storage plugin: GUI backup and restore
+# The backup-provider storage plugin (packaging/perl) through its harness pve/lib/vzdump-provider,
+# as tests/provider.rs drives it on zfs-fuse, but on real OpenZFS, where the CT's files carry ACLs,
+# xattrs and a v3 capability: a GUI job (`vzdump 100 --storage proxborg`, run_in_userns for
+# backup_container), the storage's content list, the restore dialog's config (extractconfig),
+# then `pct restore` of it into a new VMID through the `directory` mechanism (`proxborg mount` of
+# the archive, PVE's tar pipe into lxc-usernsexec) into a new PVE-style subvol. Called from
+# sim_checks (the node is up, CT 100 populated, nothing writes it any more).
+gui_strip() { # gui_strip < manifest: drop the entries a GUI restore does not carry over unchanged
+  # ./srv: mp0's mount point (pct makes it; here the harness, in the snapshot's clone) and mp0
+  # itself (compared on its own); ./etc/vzdump: vzdump's pct.conf/pct.fw, restored as PVE does;
+  # tmp/session.tmp, var/tmp/cache.tmp, var/run/sshd.pid: vzdump's standard excludes;
+  # (proxborg also leaves out lost+found, as vzdump's tar does for a CT in a userns);
+  # root/host-owned.txt: host uid 0, outside the CT's map (nobody inside, so not restorable as 0)
+  awk '/^\.[ \/]/ { skip = ($1 ~ /^\.\/(srv|etc\/vzdump|tmp\/session\.tmp|var\/tmp\/cache\.tmp|var\/run\/sshd\.pid|lost\+found|root\/host-owned\.txt)(\/|$)/) }
+       !skip' | sed '1s/^\(\. directory [0-7]* [0-9:]*\) .*/\1 (root mtime not compared)/'
+}
+gui_checks() {
+  say "GUI: vzdump 100 --storage proxborg (backup-provider plugin), then pct restore 9100 through directory"
+  PREPO=$SIMDIR/proxborg-repo
+  rm -rf $PREPO
+  # PVE runs the plugin without proxborg's variables: it takes repo and passphrase from
+  # storage.cfg and /etc/pve/priv/storage/proxborg.pw
+  pve() { (unset PROXBORG_REPO PROXBORG_PASSPHRASE; export PROXBORG_BIN=/usr/local/bin/proxborg; "$@"); }
+  echo "$PROXBORG_PASSPHRASE" | tr -d '\n' > /tmp/gui.pw
+  if PROXBORG_REPO=$PREPO proxborg init --encryption repokey >/tmp/gui-init.log 2>&1 \
+     && pve vzdump-provider add proxborg --repo $PREPO --passphrase-file /tmp/gui.pw >>/tmp/gui-init.log 2>&1 \
+     && pve vzdump 100 --storage proxborg --mode snapshot --notes-template '{{guestname}}' >/tmp/gui-volid 2>/tmp/gui-backup.log; then :; fi
+  VOLID=$(tail -1 /tmp/gui-volid 2>/dev/null)
+  case $VOLID in
+    proxborg:backup/dump-100-*)
+      if grep -q 'creating proxborg archive' /tmp/gui-backup.log && ! grep -q '^ERROR' /tmp/gui-backup.log; then pass gui-backup
+      else fail gui-backup "volid $VOLID but the log: $(grep -E '^(ERROR|WARN)' /tmp/gui-backup.log | head -2 | tr '\n' ' ')"; fi;;
+    *) fail gui-backup "no volid: $(tail -3 /tmp/gui-init.log /tmp/gui-backup.log | tr '\n' ' ')";;
+  esac
+  pve vzdump-provider list proxborg 100 >/tmp/gui-list.json 2>/tmp/gui-list.log
+  got=$(python3 -c 'import json, sys
+v = [e for e in json.load(open("/tmp/gui-list.json")) if e["volid"] == sys.argv[1]]
+print(" ".join(str(v[0][k]) for k in ("subtype", "vmid", "content", "notes", "encrypted")) if v else "not listed")' "$VOLID" 2>&1)
+  if [ "$got" = "lxc 100 backup tank proxborg repokey" ]; then pass gui-list
+  else fail gui-list "got: $got $(tail -1 /tmp/gui-list.log)"; fi
+  # the restore dialog's config is CT 100's as `pct config` shows it, without snapshot state
+  pve vzdump-provider extractconfig "$VOLID" >/tmp/gui-conf.txt 2>/tmp/gui-conf.log
+  pct config 100 | grep -Ev '^(parent|lock):' >/tmp/gui-conf.want
+  if [ -s /tmp/gui-conf.txt ] && cmp -s /tmp/gui-conf.want /tmp/gui-conf.txt && grep -q '^unprivileged: 1$' /tmp/gui-conf.txt \
+     && grep -q '^mp0: .*mp=/srv/data' /tmp/gui-conf.txt; then pass gui-extractconfig
+  else fail gui-extractconfig "$(diff /tmp/gui-conf.want /tmp/gui-conf.txt | grep '^[-+][^-+]' | head -3 | tr '\n' '|') $(tail -1 /tmp/gui-conf.log)"; fi
+
+  # pct restore 9100: PVE allocates the new rootfs subvol (as ZFSPoolPlugin does: posixacl,
+  # xattr=sa), then Create.pm restores into it through the plugin's archive directory
+  zfs create -o acltype=posixacl -o xattr=sa tank/data/subvol-9100-disk-0
+  GROOT=$(mnt subvol-9100-disk-0)
+  if pve vzdump-provider restore 9100 "$VOLID" --rootdir $GROOT >/tmp/gui-restore.log 2>&1 \
+     && grep -q "restored $VOLID into $GROOT" /tmp/gui-restore.log && [ -f $GROOT/etc/vzdump/pct.conf ]; then pass gui-restore
+  else fail gui-restore "$(tail -3 /tmp/gui-restore.log | tr '\n' ' ')"; fi
+  compare gui-restore $ROOT/opt/special $GROOT/opt/special
+  manifest $MP0 > /tmp/gm0.src; manifest $GROOT/srv/data > /tmp/gm0.dst
+  if grep -q '^\./' /tmp/gm0.src && cmp -s /tmp/gm0.src /tmp/gm0.dst; then pass gui-restore-mp0
+  else fail gui-restore-mp0 "$(diff /tmp/gm0.src /tmp/gm0.dst | grep '^[-+][^-+]' | head -4 | tr '\n' '|')"; fi
+  manifest $ROOT | gui_strip > /tmp/gw.src; manifest $GROOT | gui_strip > /tmp/gw.dst
+  cp /tmp/gw.src $H/gui-whole.src.manifest; cp /tmp/gw.dst $H/gui-whole.dst.manifest
+  if grep -q '^\./etc/hostname ' /tmp/gw.src && grep -q 'security.capability' /tmp/gw.src && cmp -s /tmp/gw.src /tmp/gw.dst; then
+    pass gui-restore-whole-rootfs
+  else fail gui-restore-whole-rootfs "$(diff /tmp/gw.src /tmp/gw.dst | grep '^[-+][^-+]' | head -4 | tr '\n' '|')"; fi
+  # restore_container_cleanup: the FUSE mount and its directory gone; vzdump's snapshot and clones too
+  left=$(grep -E 'proxborg|fuse' /proc/mounts; ls /run/proxborg-plugin 2>/dev/null | grep '^restore-'; zfs list -H -t all -o name | grep -E '@vzdump|vzsnap')
+  if [ -z "$left" ]; then pass gui-no-leftovers; else fail gui-no-leftovers "$(echo $left)"; fi
+  cp /tmp/gui-* $H/ 2>/dev/null
+}
+
 sim_checks
 export PROXBORG_REPO=/rpool/repo/r
 

@@ -22,8 +22,8 @@
 #
 # Environment overrides:
 #   WORK=/var/tmp/openzfs-vm  KVER=6.12.95+deb12-amd64  ZVER=2.3.2  SUITE=bookworm-backports
-#   MEM=2G SMP=2 DISK_SIZE=2G  ACCEL=tcg   EXTRA_BIN="/path/to/static-binary ..." (copied to /usr/local/bin)
-#   EXTRA_DIRS="hostdir:guestdir ..."  WITH_PVE_SIM=1 (bash/python3/GNU tools)  PARTS=1 (vda1..vdaN)
+#   MEM=2G SMP=2 DISK_SIZE=2G  ACCEL=tcg VM_TIMEOUT=900   EXTRA_BIN="/path/to/static-binary ..." (copied to /usr/local/bin)
+#   EXTRA_DIRS="hostdir:guestdir ..."  WITH_PVE_SIM=1 (bash/python3/perl/GNU tools)  PARTS=1 (vda1..vdaN)
 #   e.g. the bookworm (non-backports) combination:
 #   KVER=6.1.0-56-amd64 ZVER=2.1.11 SUITE=bookworm WORK=/var/tmp/openzfs-vm61 ./openzfs-vm.sh all
 set -euo pipefail
@@ -37,6 +37,7 @@ MEM=${MEM:-2G}
 SMP=${SMP:-2}
 DISK_SIZE=${DISK_SIZE:-2G}
 ACCEL=${ACCEL:-tcg}
+VM_TIMEOUT=${VM_TIMEOUT:-900}             # seconds before the VM is killed
 EXTRA_BIN=${EXTRA_BIN:-}
 EXTRA_DIRS=${EXTRA_DIRS:-}                # "HOSTDIR:GUESTDIR ..." copied into the initrd
 WITH_PVE_SIM=${WITH_PVE_SIM:-}            # non-empty: bash, python3 and GNU tools for pve/sim
@@ -152,8 +153,12 @@ add_pve_sim_runtime() {
     [ -x "/usr/bin/$f" ] || { log "/usr/bin/$f missing: apt-get install fuse-overlayfs fuse3"; exit 1; }
     tools+=("/usr/bin/$f")
   done
+  # the backup-provider harness (pve/lib/vzdump-provider, Perl): util-linux unshare for its
+  # worker's mount namespace (busybox's has no --propagation)
+  tools+=(/usr/bin/unshare)
   copy_with_libs "$R" /bin/bash "${tools[@]}"
   ln -sf mawk "$R/usr/bin/awk"
+  add_perl "$R"
   py=$(readlink -f /usr/bin/python3); py=${py##*/}
   [ -d "/usr/lib/$py" ] || { log "no /usr/lib/$py: install Debian's python3"; exit 1; }
   copy_with_libs "$R" "/usr/bin/$py"
@@ -163,6 +168,21 @@ add_pve_sim_runtime() {
       --exclude="$py/pydoc_data" --exclude="$py/site-packages" --exclude="$py/dist-packages" \
       --exclude="$py/config-*" --exclude="$py/lib-dynload/_tkinter*" "$py") | tar xf - -C "$R/usr/lib"
   copy_with_libs "$R" "/usr/lib/$py/lib-dynload/"*.so
+}
+
+# Perl for the provider harness and the plugin (packaging/perl): the interpreter, all of
+# perl-base (pure-Perl and XS core modules, ~5 MB: POSIX, Fcntl, File::Temp, IPC::Open3, ...)
+# and the three perl-modules files they load (checked with %INC after loading the harness's
+# modules and the plugin); nothing else of /usr/share/perl.
+add_perl() {
+  local R=$1 f pb=/usr/lib/x86_64-linux-gnu/perl-base sp
+  sp=$(perl -MConfig -e 'print $Config{privlib}')          # /usr/share/perl/5.36
+  copy_with_libs "$R" /usr/bin/perl
+  mkdir -p "$R$pb"; cp -a "$pb/." "$R$pb/"
+  for f in FindBin.pm JSON/PP.pm JSON/PP/Boolean.pm; do
+    [ -e "$sp/$f" ] || { log "$sp/$f missing: apt-get install perl-modules-5.36"; exit 1; }
+    mkdir -p "$R$sp/$(dirname "$f")"; cp -L "$sp/$f" "$R$sp/$f"
+  done
 }
 
 do_initrd() {
@@ -281,7 +301,7 @@ do_run() {
   # partitions, not the whole disk: the guest sees /dev/vda1.. via devtmpfs (no udev to wait for)
   local part_mib=$(( $(stat -c %s "$WORK/disk.img") / 1048576 / PARTS - 1 )) i
   { echo 'label: gpt'; for i in $(seq 1 "$PARTS"); do echo ",${part_mib}M"; done; } | sfdisk -q "$WORK/disk.img"
-  timeout 900 qemu-system-x86_64 -accel "$ACCEL" -cpu max -smp "$SMP" -m "$MEM" \
+  timeout "$VM_TIMEOUT" qemu-system-x86_64 -accel "$ACCEL" -cpu max -smp "$SMP" -m "$MEM" \
     -nographic -no-reboot -nodefaults -serial stdio \
     -kernel "$kernel" -initrd "$WORK/initrd.img" \
     -append "console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init" \
