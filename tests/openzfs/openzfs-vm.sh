@@ -203,7 +203,11 @@ do_initrd() {
   # shellcheck disable=SC2086
   copy_with_libs "$R" /usr/bin/env /bin/mount $zbins /usr/bin/getfacl /usr/bin/setfacl /usr/bin/getfattr /usr/bin/setfattr /usr/bin/stat /usr/bin/tar /usr/bin/touch \
       /usr/sbin/setcap /usr/sbin/getcap /usr/bin/du /usr/bin/find /usr/bin/sort /usr/bin/cmp /usr/bin/sha256sum $(command -v lxc-usernsexec || true)
-  for b in $EXTRA_BIN; do cp -L "$b" "$R/usr/local/bin/"; copy_with_libs "$R" "$b"; done
+  # each extra binary once, in /usr/local/bin, with its libraries (copy_with_libs would also
+  # leave a second copy at its host path: 49 MB for proxborg)
+  for b in $EXTRA_BIN; do
+    copy_with_libs "$R" "$b"; mv "$R$b" "$R/usr/local/bin/"
+  done
   [ -n "$WITH_PVE_SIM" ] && add_pve_sim_runtime "$R"
   local pair
   for pair in $EXTRA_DIRS; do mkdir -p "$R${pair#*:}"; cp -a "${pair%%:*}/." "$R${pair#*:}/"; done
