@@ -243,12 +243,12 @@ os.close(fd)
 PY
 }
 # the archive's zvol records: "<drive> <incremental_from or -> <bookmark or -> <stream bytes>" per line
-zvol_records() { proxborg info "$1" --json 2>/dev/null | zvol_py <<'PY'
-import json, sys
-m = json.load(sys.stdin)["metadata"]
+zvol_records() {
+  proxborg info "$1" --json > /tmp/zinfo.json 2>/dev/null
+  python3 -c 'import json, sys
+m = json.load(open(sys.argv[1]))["metadata"]
 for r in m.get("zvols", []):
-    print(r["drive"], r.get("incremental_from") or "-", r.get("bookmark") or "-", r["stream_bytes"])
-PY
+    print(r["drive"], r.get("incremental_from") or "-", r.get("bookmark") or "-", r["stream_bytes"])' /tmp/zinfo.json
 }
 zvol_sums() { echo "$(/usr/bin/sha256sum < $D0 | cut -c1-64) $(/usr/bin/sha256sum < $D1 | cut -c1-64)"; }
 zvol_restored() { # ARCHIVE: the sums of its two drive images, extracted
