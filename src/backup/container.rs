@@ -4,9 +4,9 @@
 //! mountpoint at its path, after vzdump's `./etc/vzdump/pct.conf` and `pct.fw`.
 
 use super::guards::Guards;
-use super::volumes::{destroy_later, readable};
+use super::volumes::{destroy_later, readable, snapshot_groups};
 use super::{base_metadata, save_files_cache, BackupError, JobCtx, JobResultOf, VZDUMP_EXCLUDES};
-use crate::host::{CtState, Taken};
+use crate::host::CtState;
 use crate::ingest::tree::{ingest_dir, TreeSource};
 use crate::ingest::ArchiveBuilder;
 use crate::item::{Item, Kind, Timestamp};
@@ -24,7 +24,11 @@ pub(super) fn run(ctx: &JobCtx, job: &FilesJob, snapshot: &str) -> JobResultOf {
         guards.push(format!("thaw container {vmid}"), move || host.thaw(vmid));
     }
     host.sync();
-    let snapped = snapshot_volumes(ctx, job);
+    let snapped = snapshot_groups(
+        ctx,
+        job.snapshots_by_pool(),
+        &format!("container {}", job.vmid.0),
+    );
     // Thaw at once, before anything else is undone or read; then the snapshots are the
     // guards' to destroy, even when the thaw failed (its marker lets `cleanup` retry it).
     let thawed = if running { guards.run_last() } else { Ok(()) };
@@ -105,37 +109,6 @@ pub(super) fn run(ctx: &JobCtx, job: &FilesJob, snapshot: &str) -> JobResultOf {
     let (_, manifest) = builder.finish(&job.archive, meta)?;
     save_files_cache(cache, ctx.report);
     Ok(manifest)
-}
-
-/// Snapshots every volume, one call per pool (atomicity holds within a pool). Returns the
-/// snapshots taken and, if a call failed or a signal came, why it stopped.
-fn snapshot_volumes(
-    ctx: &JobCtx,
-    job: &FilesJob,
-) -> (Vec<crate::zfs::SnapshotName>, Option<BackupError>) {
-    let mut taken = Vec::new();
-    for group in job.snapshots_by_pool() {
-        if let Err(e) = ctx.checkpoint() {
-            return (taken, Some(e));
-        }
-        match ctx.host.snapshot(&group) {
-            Ok(how) => {
-                if how == Taken::OneByOne && group.len() > 1 {
-                    ctx.report.warn(format!(
-                        "container {}: this zfs takes one snapshot per call: the {} snapshots were taken one by one while the container was frozen, not atomically",
-                        job.vmid.0,
-                        group.len()
-                    ));
-                }
-                taken.extend(group);
-            }
-            Err(e) => return (taken, Some(e.into())),
-        }
-    }
-    if let Err(e) = ctx.checkpoint() {
-        return (taken, Some(e));
-    }
-    (taken, None)
 }
 
 /// `./etc/vzdump/pct.conf` and `./etc/vzdump/pct.fw` lead the archive as in vzdump's,

@@ -3,6 +3,7 @@
 
 use super::guards::Guards;
 use super::{BackupError, JobCtx};
+use crate::host::Taken;
 use crate::zfs::argv::Destroyable;
 use crate::zfs::SnapshotName;
 use std::path::{Path, PathBuf};
@@ -38,4 +39,37 @@ pub(super) fn destroy_later<'a>(
             host.destroy(&Destroyable::Snapshot(s))
         });
     }
+}
+
+/// Takes each group of snapshots in one `zfs snapshot` call (a group is one pool: atomicity
+/// holds within a pool), checking for a signal between calls; says so when this zfs took a
+/// group one by one (zfs-fuse). `guest` names the guest in that warning. Returns the
+/// snapshots taken and, if a call failed or a signal came, why it stopped.
+pub(super) fn snapshot_groups(
+    ctx: &JobCtx,
+    groups: Vec<Vec<SnapshotName>>,
+    guest: &str,
+) -> (Vec<SnapshotName>, Option<BackupError>) {
+    let mut taken = Vec::new();
+    for group in groups {
+        if let Err(e) = ctx.checkpoint() {
+            return (taken, Some(e));
+        }
+        match ctx.host.snapshot(&group) {
+            Ok(how) => {
+                if how == Taken::OneByOne && group.len() > 1 {
+                    ctx.report.warn(format!(
+                        "{guest}: this zfs takes one snapshot per call: the {} snapshots were taken one by one, not atomically",
+                        group.len()
+                    ));
+                }
+                taken.extend(group);
+            }
+            Err(e) => return (taken, Some(e.into())),
+        }
+    }
+    if let Err(e) = ctx.checkpoint() {
+        return (taken, Some(e));
+    }
+    (taken, None)
 }

@@ -10,9 +10,9 @@
 use super::drives::{add_config, drives_metadata};
 use super::guards::Guards;
 use super::provider_vm::previous_drives;
-use super::volumes::destroy_later;
+use super::volumes::{destroy_later, snapshot_groups};
 use super::{base_metadata, BackupError, JobCtx, JobResultOf};
-use crate::host::{Taken, ZvolSnapshot};
+use crate::host::ZvolSnapshot;
 use crate::ingest::disk::{chunks_by_index, DiskStats};
 use crate::ingest::zvol::{ingest_send_stream, SendBase, SendFigures, ZvolError};
 use crate::ingest::ArchiveBuilder;
@@ -64,7 +64,7 @@ pub(super) fn run(ctx: &JobCtx, job: &ZvolJob) -> JobResultOf {
             move || host.agent_thaw(vmid),
         );
     }
-    let (taken, failed) = snapshot_disks(ctx, job);
+    let (taken, failed) = snapshot_groups(ctx, job.snapshots_by_pool(), &format!("VM {}", vmid.0));
     // Thaw at once; then the snapshots are the guards' to destroy, even when the thaw failed
     // (its marker lets `cleanup` retry it).
     let thawed = if frozen { guards.run_last() } else { Ok(()) };
@@ -199,37 +199,6 @@ fn now() -> Timestamp {
         secs: now.as_second(),
         nanos: now.subsec_nanosecond() as u32,
     }
-}
-
-/// Snapshots every disk, one call per pool. Returns the snapshots taken and, if a call failed
-/// or a signal came, why it stopped.
-fn snapshot_disks(
-    ctx: &JobCtx,
-    job: &ZvolJob,
-) -> (Vec<crate::zfs::SnapshotName>, Option<BackupError>) {
-    let mut taken = Vec::new();
-    for group in job.snapshots_by_pool() {
-        if let Err(e) = ctx.checkpoint() {
-            return (taken, Some(e));
-        }
-        match ctx.host.snapshot(&group) {
-            Ok(how) => {
-                if how == Taken::OneByOne && group.len() > 1 {
-                    ctx.report.warn(format!(
-                        "VM {}: this zfs takes one snapshot per call: its {} disks were not snapshotted at one instant",
-                        job.vmid.0,
-                        group.len()
-                    ));
-                }
-                taken.extend(group);
-            }
-            Err(e) => return (taken, Some(e.into())),
-        }
-    }
-    if let Err(e) = ctx.checkpoint() {
-        return (taken, Some(e));
-    }
-    (taken, None)
 }
 
 /// This VM's zvol-mode archives, newest first, with what they recorded per zvol.
