@@ -205,6 +205,17 @@ impl FilesCache {
     /// The stored chunks of an unchanged file, if the cache knows it. A file with holes hits
     /// only if its map (as the walk just read it) is the one remembered.
     pub fn lookup(&mut self, key: &Key, item: &Item, ino: u64) -> Option<Hit> {
+        self.lookup_as(key, item, ino, true)
+    }
+
+    /// [`Self::lookup`] for a disk image: its entry's sparse map is one extent per run of
+    /// stored 4 MiB chunks, not the file's `SEEK_DATA` map, so the two are not compared;
+    /// size, times and inode decide, as they do for any file's content.
+    pub fn lookup_image(&mut self, key: &Key, item: &Item, ino: u64) -> Option<Hit> {
+        self.lookup_as(key, item, ino, false)
+    }
+
+    fn lookup_as(&mut self, key: &Key, item: &Item, ino: u64, same_holes: bool) -> Option<Hit> {
         let mode = self.mode;
         let i = self.old.metas.binary_search_by(|m| m.key.cmp(key)).ok()?;
         let e = &mut self.old.metas[i];
@@ -219,7 +230,7 @@ impl FilesCache {
         }
         let e = *e;
         let sparse = self.old.sparse_of(&e);
-        if sparse != item.sparse.as_deref() {
+        if same_holes && sparse != item.sparse.as_deref() {
             return None;
         }
         let hit = Hit {

@@ -145,6 +145,10 @@ pub fn create(
     })
 }
 
+fn item_name(item: &Item) -> String {
+    String::from_utf8_lossy(&item.path).into_owned()
+}
+
 fn source_error(path: &Path, e: std::io::Error) -> BackupError {
     BackupError::Host(crate::host::HostError::io(
         format!("source {}", path.display()),
@@ -207,7 +211,24 @@ fn add_regular_file(
             ))
         })?;
     }
-    if reuse_cached(builder, cache, &key, &mut item, meta.ino()) {
+    if is_disk_image(source) {
+        let hit = cache
+            .lookup_image(&key, &item, meta.ino())
+            .filter(|h| builder.has_blobs(&h.chunks));
+        if let Some(hit) = hit {
+            item.chunks = hit.chunks;
+            item.sparse = hit.sparse;
+            let stats = DiskStats {
+                name: item_name(&item),
+                size: item.size,
+                allocated: item.chunks.iter().map(|c| u64::from(c.len)).sum(),
+                read: 0,
+                new: 0,
+            };
+            builder.add_known(item, false)?;
+            return Ok(Some(stats));
+        }
+    } else if reuse_cached(builder, cache, &key, &mut item, meta.ino()) {
         builder.add_known(item, false)?;
         return Ok(None);
     }
