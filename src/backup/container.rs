@@ -4,7 +4,7 @@
 //! mountpoint at its path, after vzdump's `./etc/vzdump/pct.conf` and `pct.fw`.
 
 use super::guards::Guards;
-use super::volumes::{destroy_later, readable, snapshot_groups};
+use super::volumes::{readable, snapshot_groups, thaw_and_hold};
 use super::{base_metadata, save_files_cache, BackupError, JobCtx, JobResultOf, VZDUMP_EXCLUDES};
 use crate::host::CtState;
 use crate::ingest::tree::{ingest_dir, TreeSource};
@@ -29,16 +29,7 @@ pub(super) fn run(ctx: &JobCtx, job: &FilesJob, snapshot: &str) -> JobResultOf {
         job.snapshots_by_pool(),
         &format!("container {}", job.vmid.0),
     );
-    // Thaw at once, before anything else is undone or read; then the snapshots are the
-    // guards' to destroy, even when the thaw failed (its marker lets `cleanup` retry it).
-    let thawed = if running { guards.run_last() } else { Ok(()) };
-    let (taken, failed) = snapped;
-    destroy_later(ctx, &mut guards, taken);
-    if let Some(e) = failed {
-        return Err(e);
-    }
-    thawed?;
-    ctx.checkpoint()?;
+    thaw_and_hold(ctx, &mut guards, running, snapped)?;
 
     let mut builder = ArchiveBuilder::new(ctx.repo, ctx.options.compression);
     add_vzdump_files(

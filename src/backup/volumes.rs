@@ -73,3 +73,22 @@ pub(super) fn snapshot_groups(
     }
     (taken, None)
 }
+
+/// Right after the snapshot calls: thaws at once when `frozen` (the thaw is the guard pushed
+/// last), before anything else is undone or read; then the snapshots are the guards' to
+/// destroy, even when the thaw failed (its marker lets `cleanup` retry it). Returns the first
+/// failure: the snapshot's, else the thaw's, else a signal's.
+pub(super) fn thaw_and_hold<'a>(
+    ctx: &JobCtx<'a>,
+    guards: &mut Guards<'a>,
+    frozen: bool,
+    (taken, failed): (Vec<SnapshotName>, Option<BackupError>),
+) -> Result<(), BackupError> {
+    let thawed = if frozen { guards.run_last() } else { Ok(()) };
+    destroy_later(ctx, guards, taken);
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    thawed?;
+    ctx.checkpoint()
+}

@@ -10,7 +10,7 @@
 use super::drives::{add_config, drives_metadata};
 use super::guards::Guards;
 use super::provider_vm::previous_drives;
-use super::volumes::{destroy_later, snapshot_groups};
+use super::volumes::{snapshot_groups, thaw_and_hold};
 use super::{base_metadata, BackupError, JobCtx, JobResultOf};
 use crate::host::ZvolSnapshot;
 use crate::ingest::disk::{chunks_by_index, DiskStats};
@@ -64,16 +64,8 @@ pub(super) fn run(ctx: &JobCtx, job: &ZvolJob) -> JobResultOf {
             move || host.agent_thaw(vmid),
         );
     }
-    let (taken, failed) = snapshot_groups(ctx, job.snapshots_by_pool(), &format!("VM {}", vmid.0));
-    // Thaw at once; then the snapshots are the guards' to destroy, even when the thaw failed
-    // (its marker lets `cleanup` retry it).
-    let thawed = if frozen { guards.run_last() } else { Ok(()) };
-    destroy_later(ctx, &mut guards, taken);
-    if let Some(e) = failed {
-        return Err(e);
-    }
-    thawed?;
-    ctx.checkpoint()?;
+    let snapped = snapshot_groups(ctx, job.snapshots_by_pool(), &format!("VM {}", vmid.0));
+    thaw_and_hold(ctx, &mut guards, frozen, snapped)?;
 
     let mut builder = ArchiveBuilder::new(ctx.repo, ctx.options.compression);
     let now = now();
