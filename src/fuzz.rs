@@ -271,10 +271,21 @@ pub fn zfs_output(data: &[u8]) {
     let _ = crate::zfs::parse::parse_list(&t);
     let _ = crate::zfs::parse::parse_get(&t);
     let _ = crate::zfs::parse::parse_get_sourced(&t);
+    if let Ok(points) = crate::zfs::zvol::parse_points(&t) {
+        // the bookmark rules take what a zvol's listing says
+        let _ = crate::zfs::zvol::may_move_bookmark(&points);
+        let _ =
+            crate::zfs::zvol::bookmarks_to_remove(&points, "proxborg-ab-", Some("x#proxborg-ab-1"));
+        let _ = crate::zfs::zvol::rollback_blockers(&points);
+        for p in &points {
+            let _ = crate::zfs::zvol::base_is_usable(&points, &p.name, p.guid);
+        }
+    }
     for l in t.lines() {
         if let Ok(d) = DatasetName::new(l) {
             let _ = (d.pool(), d.leaf(), d.parent(), d.snapshot("proxborg-x"));
         }
+        let _ = crate::zfs::zvol::BookmarkName::parse(l).map(|b| b.mark().len());
         if let Ok(s) = SnapshotName::new(l) {
             let _ = (s.dataset(), s.snap());
         }
