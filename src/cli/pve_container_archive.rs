@@ -36,16 +36,26 @@ pub struct Args {
     json: bool,
 }
 
+/// What both plugin subcommands start from: the VMID, and the guest config and firewall
+/// file vzdump assembled (read whole: they are small text files PVE wrote).
+pub(super) fn guest_inputs(
+    vmid: &str,
+    config: &PathBuf,
+    firewall: Option<&PathBuf>,
+) -> Result<(Vmid, String, Option<String>)> {
+    let vmid = Vmid::parse(vmid).ok_or_else(|| anyhow!("invalid VMID {vmid:?}"))?;
+    let conf = read_text(config)?;
+    let fw = firewall.map(read_text).transpose()?;
+    Ok((vmid, conf, fw))
+}
+
+pub(super) fn read_text(p: &PathBuf) -> Result<String> {
+    std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
+}
+
 pub fn run(global: &Global, args: Args) -> Result<Outcome> {
-    let vmid = Vmid::parse(&args.vmid).ok_or_else(|| anyhow!("invalid VMID {:?}", args.vmid))?;
-    let read = |p: &PathBuf| {
-        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
-    };
-    let pct_conf = read(&args.config)?;
-    let pct_fw = match &args.firewall {
-        Some(p) => read(p)?,
-        None => String::new(),
-    };
+    let (vmid, pct_conf, pct_fw) = guest_inputs(&args.vmid, &args.config, args.firewall.as_ref())?;
+    let pct_fw = pct_fw.unwrap_or_default();
     let (repo, _lock, damaged) = access::open_locked(global, "pve-container-archive")?;
     let conf = access::settings()?;
     let request = ContainerDirRequest {

@@ -8,8 +8,7 @@
 use super::{access, warn, Global, Outcome};
 use crate::backup::{self, Event, Sink, VmDrive, VmImagesRequest};
 use crate::item::Extent;
-use crate::pve::Vmid;
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -36,12 +35,12 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: Args) -> Result<Outcome> {
-    let vmid = Vmid::parse(&args.vmid).ok_or_else(|| anyhow!("invalid VMID {:?}", args.vmid))?;
-    let read = |p: &PathBuf| {
-        std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))
-    };
-    let qemu_conf = read(&args.config)?;
-    let qemu_fw = args.firewall.as_ref().map(read).transpose()?;
+    let (vmid, qemu_conf, qemu_fw) = super::pve_container_archive::guest_inputs(
+        &args.vmid,
+        &args.config,
+        args.firewall.as_ref(),
+    )?;
+    let read = super::pve_container_archive::read_text;
     let mut drives = Vec::new();
     for spec in &args.drive {
         let (name, path, size, dirty) =
