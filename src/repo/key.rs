@@ -212,9 +212,13 @@ fn kek(passphrase: &[u8], kdf: &KdfParams, floor: bool) -> Result<Zeroizing<[u8;
         .map_err(|e| RepoError::corrupt("key", format!("bad Argon2 parameters: {e}")))?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let mut out = Zeroizing::new([0u8; 32]);
-    argon
-        .hash_password_into(passphrase, &salt, out.as_mut())
-        .map_err(|e| RepoError::corrupt("key", format!("Argon2 failed: {e}")))?;
+    let hashed = match super::kdf_memory::KdfMemory::map(argon.params().block_count()) {
+        Some(mut memory) => {
+            argon.hash_password_into_with_memory(passphrase, &salt, out.as_mut(), memory.blocks())
+        }
+        None => argon.hash_password_into(passphrase, &salt, out.as_mut()),
+    };
+    hashed.map_err(|e| RepoError::corrupt("key", format!("Argon2 failed: {e}")))?;
     Ok(out)
 }
 

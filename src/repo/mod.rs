@@ -26,6 +26,7 @@ pub mod error;
 pub use crate::id;
 pub mod index;
 pub mod item_stream;
+pub mod kdf_memory;
 pub mod key;
 pub mod location;
 pub mod lock;
