@@ -19,6 +19,7 @@
 //! pve-root: /etc/pve
 //! lock-wait: 120
 //! bwlimit: 10240                             (KiB/s written to the repository; sync: also read)
+//! key-cache: 300                             (seconds a derived key stays in root's kernel keyring; 0: off)
 //! ```
 //! Parsing is pure (`parse`); every bad line is reported with its number, all at once.
 
@@ -47,6 +48,7 @@ pub struct Settings {
     pub s3_credentials_file: Option<PathBuf>,
     pub s3_region: Option<String>,
     pub bwlimit: Option<u64>,
+    pub key_cache: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -146,6 +148,13 @@ fn apply(s: &mut Settings, key: &str, value: &str) -> Result<(), String> {
                     .map_err(|_| format!("bwlimit must be KiB/s, not {value:?}"))?,
             )
         }
+        "key-cache" => {
+            s.key_cache = Some(
+                value
+                    .parse()
+                    .map_err(|_| format!("key-cache must be seconds, not {value:?}"))?,
+            )
+        }
         _ => return Err(format!("unknown setting {key:?}")),
     }
     Ok(())
@@ -187,7 +196,7 @@ mod tests {
     fn parses_a_full_file() {
         let text = "# proxborg\nrepo: /srv/repo\npassphrase-file: /etc/pass\ncompression: zstd,5\n\
             exclude: /tmp/*\nexclude: *.iso\nkeep-daily: 7\nkeep-within: 2d\nprune: 1\n\
-            targets: 100: tank:! @prod\nremove-dump: yes\n  file-level : 1\nlock-wait: 30\nbwlimit: 512\n";
+            targets: 100: tank:! @prod\nremove-dump: yes\n  file-level : 1\nlock-wait: 30\nbwlimit: 512\nkey-cache: 0\n";
         let s = parse(text, "t").unwrap();
         assert_eq!(s.repo, Some(PathBuf::from("/srv/repo")));
         assert_eq!(s.compression, Some("zstd,5".parse().unwrap()));
@@ -198,6 +207,7 @@ mod tests {
         assert_eq!(s.targets, ["100:", "tank:!", "@prod"]);
         assert_eq!(s.lock_wait, Some(30));
         assert_eq!(s.bwlimit, Some(512));
+        assert_eq!(s.key_cache, Some(0));
     }
 
     #[test]

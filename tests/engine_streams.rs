@@ -37,6 +37,47 @@ fn same_stream_twice_adds_almost_nothing() {
     );
 }
 
+/// The keyring entry (`repo::key_cache`) of this repository's key for PASS, as /proc/keys
+/// lists it (the description's first 32 characters, then the rest of the line), if present.
+fn unlock_cache_entry(s: &Scratch) -> Option<String> {
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.repo().join("config")).unwrap()).unwrap();
+    let wrapped: proxborg::repo::key::WrappedKey =
+        serde_json::from_value(config["key"].clone()).unwrap();
+    let name = proxborg::repo::key_cache::entry_name(&wrapped, PASS.as_bytes());
+    std::fs::read_to_string("/proc/keys")
+        .expect("/proc/keys (kernel keyrings)")
+        .lines()
+        .find(|l| l.contains(&name))
+        .map(str::to_string)
+}
+
+#[test]
+fn an_unlock_keeps_its_key_in_roots_keyring_unless_the_cache_is_off() {
+    let s = Scratch::new();
+    s.init("repokey");
+    let out = run(s.cmd().env("PROXBORG_KEY_CACHE", "0").args(["list"]));
+    assert_success(&out, &["list, cache off"]);
+    assert_eq!(unlock_cache_entry(&s), None, "key-cache 0 stored a key");
+    s.ok(&["list"]);
+    let entry = unlock_cache_entry(&s).expect("the default run left no keyring entry");
+    // type user, a timeout (not "perm"), owner-only permissions, a 32-byte payload
+    let f: Vec<&str> = entry.split_whitespace().collect();
+    assert!(
+        f[3] != "perm" && f[4] == "3f0b0000" && f[7] == "user",
+        "{entry}"
+    );
+    assert!(entry.ends_with(": 32"), "{entry}");
+    // A wrong passphrase finds nothing under its own name and is refused as before.
+    let out = run(s.cmd().env("PROXBORG_PASSPHRASE", "wrong").args(["list"]));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("wrong passphrase"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn wrong_passphrase_and_no_plaintext_in_repo() {
     let s = Scratch::new();

@@ -2,6 +2,8 @@
 //! A passphrase comes from `PROXBORG_PASSPHRASE`, `PROXBORG_PASSPHRASE_FILE` or
 //! `PROXBORG_PASSPHRASE_COMMAND` (never from argv, so it never shows in `ps`); a `keyfile`
 //! repository's key lives at `PROXBORG_KEY_FILE` or `~/.config/proxborg/keys/<repo id>`.
+//! An unlocked key's KEK stays in root's kernel keyring for `PROXBORG_KEY_CACHE` or
+//! `key-cache:` seconds (default 300, 0: off; `repo::key_cache`).
 //!
 //! A second repository (the source of `sync`, the `--chunker-params-from` of `init`) takes
 //! its secrets from `PROXBORG_SRC_PASSPHRASE`, `PROXBORG_SRC_PASSPHRASE_FILE`,
@@ -34,6 +36,10 @@ impl Credentials for EnvCredentials {
     fn key_file(&self, repo_id: &str) -> Result<WrappedKey, RepoError> {
         read_key_file(repo_id, key_file_path)
     }
+
+    fn key_cache(&self) -> Option<Duration> {
+        key_cache_ttl()
+    }
 }
 
 /// The secrets of the second repository (`PROXBORG_SRC_*`, see the module text).
@@ -64,6 +70,21 @@ impl Credentials for SrcCredentials {
             }
         })
     }
+
+    fn key_cache(&self) -> Option<Duration> {
+        key_cache_ttl()
+    }
+}
+
+/// The unlock cache's lifetime (`repo::key_cache`): `PROXBORG_KEY_CACHE`, else the settings
+/// file's `key-cache`, else 300 s; 0 turns it off. A value that does not parse turns it off
+/// too (a cache is an optimisation, never a reason to fail).
+fn key_cache_ttl() -> Option<Duration> {
+    let secs = match std::env::var("PROXBORG_KEY_CACHE") {
+        Ok(v) => v.trim().parse().unwrap_or(0),
+        Err(_) => settings().ok().and_then(|s| s.key_cache).unwrap_or(300),
+    };
+    (secs > 0).then(|| Duration::from_secs(secs))
 }
 
 fn src_passphrase() -> Result<Zeroizing<String>> {

@@ -12,9 +12,11 @@
 
 use super::error::{RepoError, Result};
 use super::id::{hex, unhex};
+use super::key_cache;
 use chacha20poly1305::aead::Aead;
 use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 use zeroize::{Zeroize, Zeroizing};
 
 /// The keys a repository session works with. Unencrypted repositories have none.
@@ -180,6 +182,23 @@ pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
 
 /// `floor`: refuse costs below `MIN_*` (always, except in a test build with the fast switch).
 fn kek(passphrase: &[u8], kdf: &KdfParams, floor: bool) -> Result<Zeroizing<[u8; 32]>> {
+    let salt = check_kdf(kdf, floor)?;
+    let params = argon2::Params::new(kdf.m_cost_kib, kdf.t_cost, kdf.p_cost, Some(32))
+        .map_err(|e| RepoError::corrupt("key", format!("bad Argon2 parameters: {e}")))?;
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let mut out = Zeroizing::new([0u8; 32]);
+    let hashed = match super::kdf_memory::KdfMemory::map(argon.params().block_count()) {
+        Some(mut memory) => {
+            argon.hash_password_into_with_memory(passphrase, &salt, out.as_mut(), memory.blocks())
+        }
+        None => argon.hash_password_into(passphrase, &salt, out.as_mut()),
+    };
+    hashed.map_err(|e| RepoError::corrupt("key", format!("Argon2 failed: {e}")))?;
+    Ok(out)
+}
+
+/// The salt of `kdf`, once its algorithm and costs are ones this build derives keys with.
+fn check_kdf(kdf: &KdfParams, floor: bool) -> Result<Vec<u8>> {
     if kdf.algorithm != "argon2id" {
         return Err(RepoError::Invalid(format!(
             "unknown key derivation {:?}",
@@ -208,18 +227,7 @@ fn kek(passphrase: &[u8], kdf: &KdfParams, floor: bool) -> Result<Zeroizing<[u8;
             ),
         ));
     }
-    let params = argon2::Params::new(kdf.m_cost_kib, kdf.t_cost, kdf.p_cost, Some(32))
-        .map_err(|e| RepoError::corrupt("key", format!("bad Argon2 parameters: {e}")))?;
-    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-    let mut out = Zeroizing::new([0u8; 32]);
-    let hashed = match super::kdf_memory::KdfMemory::map(argon.params().block_count()) {
-        Some(mut memory) => {
-            argon.hash_password_into_with_memory(passphrase, &salt, out.as_mut(), memory.blocks())
-        }
-        None => argon.hash_password_into(passphrase, &salt, out.as_mut()),
-    };
-    hashed.map_err(|e| RepoError::corrupt("key", format!("Argon2 failed: {e}")))?;
-    Ok(out)
+    Ok(salt)
 }
 
 /// Far above anything proxborg writes (64 MiB, t=3, p=4), far below what would hurt.
@@ -256,15 +264,25 @@ fn wrap_secret(secret: &Secret, passphrase: &[u8], kdf: KdfParams) -> Result<Wra
 }
 
 pub fn unwrap(w: &WrappedKey, passphrase: &[u8]) -> Result<Secret> {
-    unwrap_secret(w, passphrase, !test_fast_kdf())
+    unwrap_secret(w, passphrase, !test_fast_kdf(), None)
+}
+
+/// `unwrap`, remembering the key-encryption key in the unlock cache for `ttl` (`key_cache`).
+pub fn unwrap_cached(w: &WrappedKey, passphrase: &[u8], ttl: Duration) -> Result<Secret> {
+    unwrap_secret(w, passphrase, !test_fast_kdf(), Some(ttl))
 }
 
 #[cfg(test)]
 fn unwrap_with(w: &WrappedKey, passphrase: &[u8], floor: bool) -> Result<Zeroizing<[u8; 32]>> {
-    unwrap_secret(w, passphrase, floor).map(|s| s.master)
+    unwrap_secret(w, passphrase, floor, None).map(|s| s.master)
 }
 
-fn unwrap_secret(w: &WrappedKey, passphrase: &[u8], floor: bool) -> Result<Secret> {
+fn unwrap_secret(
+    w: &WrappedKey,
+    passphrase: &[u8],
+    floor: bool,
+    cache: Option<Duration>,
+) -> Result<Secret> {
     let blob =
         unhex(&w.wrapped).ok_or_else(|| RepoError::corrupt("key", "wrapped key is not hex"))?;
     if blob.len() != 24 + PLAIN_MASTER + 16 && blob.len() != 24 + PLAIN_WITH_IDS + 16 {
@@ -273,8 +291,26 @@ fn unwrap_secret(w: &WrappedKey, passphrase: &[u8], floor: bool) -> Result<Secre
             "wrapped key has the wrong length",
         ));
     }
+    // The costs are checked first on both paths: a cached KEK never opens a key this build
+    // would refuse to derive one for.
+    check_kdf(&w.kdf, floor)?;
+    let Some(ttl) = cache else {
+        return open_wrapped(&*kek(passphrase, &w.kdf, floor)?, &blob);
+    };
+    let name = key_cache::entry_name(w, passphrase);
+    if let Some(k) = key_cache::lookup(&name, ttl) {
+        if let Ok(secret) = open_wrapped(&k, &blob) {
+            return Ok(secret);
+        }
+    }
     let k = kek(passphrase, &w.kdf, floor)?;
-    let cipher = XChaCha20Poly1305::new((&*k).into());
+    let secret = open_wrapped(&k, &blob)?;
+    key_cache::store(&name, &k, ttl);
+    Ok(secret)
+}
+
+fn open_wrapped(k: &[u8; 32], blob: &[u8]) -> Result<Secret> {
+    let cipher = XChaCha20Poly1305::new(k.into());
     let nonce = XNonce::try_from(&blob[..24]).expect("24 bytes");
     let plain = Zeroizing::new(
         cipher
@@ -364,7 +400,7 @@ mod tests {
         };
         let w = wrap_secret(&with, b"pw", kdf_cheap()).unwrap();
         assert_eq!(unhex(&w.wrapped).unwrap().len(), 24 + PLAIN_WITH_IDS + 16);
-        let back = unwrap_secret(&w, b"pw", false).unwrap();
+        let back = unwrap_secret(&w, b"pw", false, None).unwrap();
         let k = back.keys();
         assert_eq!((k.id, k.cdc_seed), (other.id, other.cdc_seed));
         let own = Keys::derive(&[4u8; 32]);
@@ -373,7 +409,7 @@ mod tests {
         // a key without them wraps the bare master secret, as keys always did
         let w = wrap_with(&[4u8; 32], b"pw", kdf_cheap()).unwrap();
         assert_eq!(unhex(&w.wrapped).unwrap().len(), 24 + 32 + 16);
-        let k = unwrap_secret(&w, b"pw", false).unwrap().keys();
+        let k = unwrap_secret(&w, b"pw", false, None).unwrap().keys();
         assert_eq!((k.id, k.cdc_seed), (own.id, own.cdc_seed));
     }
 
@@ -396,5 +432,66 @@ mod tests {
         }
         assert_eq!(k.fingerprint, Keys::derive(&[1u8; 32]).fingerprint);
         assert_ne!(k.fingerprint, Keys::derive(&[2u8; 32]).fingerprint);
+    }
+
+    fn cached_setup(pass: &[u8]) -> (WrappedKey, Zeroizing<[u8; 32]>) {
+        let secret = Secret {
+            master: Zeroizing::new(random_bytes::<32>().unwrap()),
+            ids: None,
+        };
+        let w = wrap_secret(&secret, pass, fast_kdf()).unwrap();
+        let k = kek(pass, &w.kdf, false).unwrap();
+        (w, k)
+    }
+
+    fn fast_kdf() -> KdfParams {
+        KdfParams {
+            algorithm: "argon2id".into(),
+            m_cost_kib: 64,
+            t_cost: 1,
+            p_cost: 1,
+            salt: hex(&random_bytes::<16>().unwrap()),
+        }
+    }
+
+    const TTL: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn an_unlock_leaves_its_kek_in_the_cache_and_a_wrong_entry_is_replaced() {
+        let (w, k) = cached_setup(b"pw");
+        let first = unwrap_secret(&w, b"pw", false, Some(TTL)).unwrap();
+        let name = key_cache::entry_name(&w, b"pw");
+        assert_eq!(*key_cache::lookup(&name, TTL).expect("stored"), *k);
+        // A KEK that does not open the key (a stale or planted entry): Argon2id again, and the
+        // entry is corrected.
+        key_cache::store(&name, &[9u8; 32], TTL);
+        let again = unwrap_secret(&w, b"pw", false, Some(TTL)).unwrap();
+        assert_eq!(*first.master, *again.master);
+        assert_eq!(*key_cache::lookup(&name, TTL).unwrap(), *k);
+        // Another passphrase has another entry: nothing found, and Argon2id says no.
+        assert!(matches!(
+            unwrap_secret(&w, b"other", false, Some(TTL)),
+            Err(RepoError::WrongPassphrase)
+        ));
+        assert!(key_cache::lookup(&key_cache::entry_name(&w, b"other"), TTL).is_none());
+        // Without a lifetime nothing is stored.
+        let (w2, _) = cached_setup(b"pw");
+        unwrap_secret(&w2, b"pw", false, None).unwrap();
+        assert!(key_cache::lookup(&key_cache::entry_name(&w2, b"pw"), TTL).is_none());
+    }
+
+    #[test]
+    fn a_cached_kek_opens_the_key_without_argon2() {
+        // A one-byte salt makes Argon2id itself fail: only a cache hit can open this key.
+        let (mut w, k) = cached_setup(b"pw");
+        w.kdf.salt = "00".into();
+        assert!(unwrap_secret(&w, b"pw", false, None).is_err());
+        key_cache::store(&key_cache::entry_name(&w, b"pw"), &k, TTL);
+        assert!(unwrap_secret(&w, b"pw", false, Some(TTL)).is_ok());
+        // The cost floor is checked before the cache: a weak key stays refused.
+        assert!(matches!(
+            unwrap_secret(&w, b"pw", true, Some(TTL)),
+            Err(RepoError::Corrupt { .. })
+        ));
     }
 }

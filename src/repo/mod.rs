@@ -28,6 +28,7 @@ pub mod index;
 pub mod item_stream;
 pub mod kdf_memory;
 pub mod key;
+pub mod key_cache;
 pub mod location;
 pub mod lock;
 pub mod pack;
@@ -79,6 +80,10 @@ pub trait Credentials {
     fn passphrase(&self) -> Result<Zeroizing<String>>;
     /// The wrapped key of a `keyfile` repository.
     fn key_file(&self, repo_id: &str) -> Result<WrappedKey>;
+    /// How long an unlocked key's KEK stays in the unlock cache (`key_cache`); None: not kept.
+    fn key_cache(&self) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 pub struct InitOptions {
@@ -232,7 +237,11 @@ impl Repository {
                     _ => creds.key_file(&config.id)?,
                 };
                 let pass = creds.passphrase()?;
-                Crypto::encrypted(key::unwrap(&wrapped, pass.as_bytes())?.keys())
+                let secret = match creds.key_cache() {
+                    Some(ttl) => key::unwrap_cached(&wrapped, pass.as_bytes(), ttl)?,
+                    None => key::unwrap(&wrapped, pass.as_bytes())?,
+                };
+                Crypto::encrypted(secret.keys())
             }
         };
         if let (Some(t), Some(rec)) = (trust, &known) {
