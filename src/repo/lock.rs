@@ -210,7 +210,7 @@ impl Drop for Lock {
         if let Some(r) = self.refresher.take() {
             let _ = r.join();
         }
-        let _ = self.backend.delete(&self.key);
+        let _ = self.backend.discard(&self.key);
     }
 }
 

@@ -46,6 +46,12 @@ fn basics(b: &dyn Backend) {
     b.delete("data/cd/x2").unwrap();
     assert!(!b.exists("data/cd/x2").unwrap());
     assert!(b.exists("data/ab/x1").unwrap());
+    // discard: delete without caring whether it was there
+    b.replace("locks/l1", b"l").unwrap();
+    b.discard("locks/l1").unwrap();
+    assert!(!b.exists("locks/l1").unwrap());
+    b.discard("locks/l1").unwrap();
+    assert!(matches!(b.discard("../x"), Err(RepoError::Invalid(_))));
     for bad in ["../etc/passwd", "/etc/passwd", "data//x", ""] {
         assert!(
             matches!(b.get(bad), Err(RepoError::Invalid(_))),

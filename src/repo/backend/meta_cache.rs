@@ -129,6 +129,14 @@ impl Backend for MetaCache {
         Ok(())
     }
 
+    fn discard(&self, key: &str) -> Result<()> {
+        self.inner.discard(key)?;
+        if named_hash(key).is_some() {
+            let _ = std::fs::remove_file(self.dir.join(key));
+        }
+        Ok(())
+    }
+
     fn exists(&self, key: &str) -> Result<bool> {
         self.inner.exists(key)
     }

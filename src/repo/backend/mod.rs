@@ -40,6 +40,15 @@ pub trait Backend: Send + Sync {
     /// Keys of every object under `prefix` (a directory like `index`), recursively, sorted.
     fn list(&self, prefix: &str) -> Result<Vec<String>>;
     fn delete(&self, key: &str) -> Result<()>;
+    /// Deletes `key` if it is there, and is content when it is not (a lock's release). S3
+    /// answers a DELETE with 204 either way, so its `delete` makes a HEAD first to report
+    /// NotFound; this skips that round trip.
+    fn discard(&self, key: &str) -> Result<()> {
+        match self.delete(key) {
+            Err(RepoError::NotFound(_)) => Ok(()),
+            other => other,
+        }
+    }
     fn exists(&self, key: &str) -> Result<bool>;
     /// A human-readable location for messages.
     fn location(&self) -> String;

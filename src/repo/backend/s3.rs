@@ -466,10 +466,14 @@ impl Backend for S3Backend {
     }
 
     fn delete(&self, key: &str) -> Result<()> {
-        let i = &self.inner;
-        if i.head(key)?.is_none() {
+        if self.inner.head(key)?.is_none() {
             return Err(RepoError::NotFound(key.to_string()));
         }
+        self.discard(key)
+    }
+
+    fn discard(&self, key: &str) -> Result<()> {
+        let i = &self.inner;
         let full = i.full_key(key)?;
         let url = i
             .bucket

@@ -166,6 +166,9 @@ impl Backend for Throttled {
     fn delete(&self, key: &str) -> Result<()> {
         self.inner.delete(key)
     }
+    fn discard(&self, key: &str) -> Result<()> {
+        self.inner.discard(key)
+    }
     fn exists(&self, key: &str) -> Result<bool> {
         self.inner.exists(key)
     }
