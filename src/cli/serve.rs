@@ -23,6 +23,6 @@ pub fn run(args: Args) -> Result<Outcome> {
         restrict_to: args.restrict_to_path,
         append_only: args.append_only,
     };
-    server::serve(std::io::stdin().lock(), std::io::stdout().lock(), &opts)?;
+    server::serve(std::io::stdin().lock(), std::io::stdout(), &opts)?;
     Ok(Outcome::Success)
 }
