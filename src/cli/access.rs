@@ -329,12 +329,29 @@ pub fn open_locked(global: &Global, command: &str) -> Result<(Repository, Lock, 
     open_locked_at(global, backend, &location, command)
 }
 
+/// `open_locked` for a command that writes a new archive next (create, backup, the hook):
+/// the archive listing its name check needs is taken together with the index's.
+pub fn open_for_backup(global: &Global, command: &str) -> Result<(Repository, Lock, u64)> {
+    let (location, backend) = existing(global)?;
+    open_locked_listing(global, backend, &location, command, true)
+}
+
 /// `open_locked` for a backend the caller made.
 pub fn open_locked_at(
     global: &Global,
     backend: Arc<dyn Backend>,
     location: &Location,
     command: &str,
+) -> Result<(Repository, Lock, u64)> {
+    open_locked_listing(global, backend, location, command, false)
+}
+
+fn open_locked_listing(
+    global: &Global,
+    backend: Arc<dyn Backend>,
+    location: &Location,
+    command: &str,
+    list_archives: bool,
 ) -> Result<(Repository, Lock, u64)> {
     let repo = unlock(backend, location, &EnvCredentials)?;
     let lock = Lock::acquire(
@@ -345,7 +362,7 @@ pub fn open_locked_at(
         &mut |m| super::warn(m),
     )
     .with_context(|| format!("repository {location}"))?;
-    let (repo, damaged) = load_index(repo, location)?;
+    let (repo, damaged) = load_index_listing(repo, location, list_archives)?;
     Ok((repo, lock, damaged))
 }
 
@@ -359,9 +376,21 @@ pub fn unlock(
         .with_context(|| format!("repository {location}"))
 }
 
-pub fn load_index(mut repo: Repository, location: &Location) -> Result<(Repository, u64)> {
-    repo.reload_index()
-        .with_context(|| format!("repository {location}"))?;
+pub fn load_index(repo: Repository, location: &Location) -> Result<(Repository, u64)> {
+    load_index_listing(repo, location, false)
+}
+
+fn load_index_listing(
+    mut repo: Repository,
+    location: &Location,
+    list_archives: bool,
+) -> Result<(Repository, u64)> {
+    let loaded = if list_archives {
+        repo.reload_index_listing_archives()
+    } else {
+        repo.reload_index()
+    };
+    loaded.with_context(|| format!("repository {location}"))?;
     for d in repo.damaged_indexes() {
         super::warn(format!("skipping damaged index file: {d}"));
     }

@@ -56,7 +56,7 @@ pub struct Args {
 }
 
 pub fn run(global: &Global, args: Args) -> Result<Outcome> {
-    let (repo, _lock, damaged) = access::open_locked(global, "create")?;
+    let (repo, _lock, damaged) = access::open_for_backup(global, "create")?;
     let conf = access::settings()?;
     let source = if args.source.as_os_str() == "-" {
         CreateSource::Stream {

@@ -45,7 +45,7 @@ pub fn run(global: &Global, args: Args) -> Result<Outcome> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
 
-    let (mut repo, _lock, _) = access::open_locked(global, "vzdump-hook")?;
+    let (mut repo, _lock, _) = access::open_for_backup(global, "vzdump-hook")?;
     let conf = access::settings()?;
     let mut metadata = BTreeMap::new();
     metadata.insert("kind".into(), "vzdump".into());

@@ -114,9 +114,10 @@ pub struct Repository {
     crypto: Crypto,
     index: Arc<Index>,
     damaged_indexes: Vec<String>,
-    /// The `archives/` listing taken alongside the index's by `reload_index`, for the next
-    /// `list_archives` (one remote LIST less on the way to a backup); dropped by any archive
-    /// write or delete of this client, so it never hides one.
+    /// The `archives/` listing taken alongside the index's by `reload_index_listing_archives`,
+    /// for the next `list_archives` (one remote LIST less on the way to a backup); dropped by
+    /// an archive write or delete through this `Repository`. Only backups ask for it: repair
+    /// writes archive files through the backend directly, behind this field's back.
     archive_keys: std::sync::Mutex<Option<Vec<String>>>,
     /// The security record this repository was verified against, kept up to date when this
     /// client rewrites the config.
@@ -370,16 +371,26 @@ impl Repository {
     /// and reported in `damaged_indexes` (`check` names it): its packs' blobs are then simply
     /// unknown, so a backup stores them again and a read of them fails loudly.
     pub fn reload_index(&mut self) -> Result<()> {
+        self.reload(false)
+    }
+
+    /// `reload_index`, listing `archives/` at the same time and keeping that listing for the
+    /// next `list_archives`: for a backup, whose next step is the archive name's check. Each
+    /// listing is a round trip to a remote store (40 ms on Garage); taken after the caller's
+    /// lock, this one is as good as one taken when it is used.
+    pub fn reload_index_listing_archives(&mut self) -> Result<()> {
+        self.reload(true)
+    }
+
+    fn reload(&mut self, list_archives: bool) -> Result<()> {
         let mut files = Vec::new();
         self.damaged_indexes.clear();
-        // Both listings at once: each is a round trip to a remote store (40 ms on Garage), and
-        // the archives' is taken after the caller's lock, as good as one taken when it is used.
         let backend = &self.backend;
         let (index_keys, archive_keys) = std::thread::scope(|s| {
-            let archives = s.spawn(|| backend.list("archives"));
-            (backend.list("index"), archives.join())
+            let archives = list_archives.then(|| s.spawn(|| backend.list("archives")));
+            (backend.list("index"), archives.map(|a| a.join()))
         });
-        *self.archive_keys.lock().unwrap() = archive_keys.ok().and_then(Result::ok);
+        *self.archive_keys.lock().unwrap() = archive_keys.and_then(|r| r.ok()?.ok());
         for key in index_keys? {
             let id = key.rsplit('/').next().and_then(ChunkId::from_hex);
             let Some(id) = id else { continue };

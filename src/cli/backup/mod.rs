@@ -127,7 +127,7 @@ pub fn run(global: &Global, mut args: Args) -> Result<Outcome> {
     }
     let options = options(&args)?;
     crate::host::interrupt::install().context("installing signal handlers")?;
-    let (mut repo, _lock, damaged) = access::open_locked(global, "backup")?;
+    let (mut repo, _lock, damaged) = access::open_for_backup(global, "backup")?;
     let console = report::Console::new(args.progress);
     let outcome = backup::run_plan(&host, &mut repo, &plan, &options, &console)?;
     if outcome.stopped == Some(Stop::ExitOnError) && outcome.jobs.is_empty() {
