@@ -289,7 +289,9 @@ impl FilesCache {
         std::fs::create_dir_all(dir)?;
         let tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
         self.write_merged(tmp.as_file(), &order, ttl)?;
-        tmp.as_file().sync_all()?;
+        // No fsync: after a crash the file is the old cache, the new one, or one that fails
+        // its checksum and is ignored; each hit is still checked against the index. Any of
+        // them is a correct backup, and the fsync cost 15 to 30 ms of every backup.
         tmp.persist(&path).map_err(|e| e.error)?;
         Ok(())
     }
