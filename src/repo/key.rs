@@ -263,13 +263,10 @@ fn wrap_secret(secret: &Secret, passphrase: &[u8], kdf: KdfParams) -> Result<Wra
     })
 }
 
-pub fn unwrap(w: &WrappedKey, passphrase: &[u8]) -> Result<Secret> {
-    unwrap_secret(w, passphrase, !test_fast_kdf(), None)
-}
-
-/// `unwrap`, remembering the key-encryption key in the unlock cache for `ttl` (`key_cache`).
-pub fn unwrap_cached(w: &WrappedKey, passphrase: &[u8], ttl: Duration) -> Result<Secret> {
-    unwrap_secret(w, passphrase, !test_fast_kdf(), Some(ttl))
+/// Opens a wrapped key; with `cache`, through the unlock cache, leaving the key-encryption
+/// key there for that long (`key_cache`).
+pub fn unwrap(w: &WrappedKey, passphrase: &[u8], cache: Option<Duration>) -> Result<Secret> {
+    unwrap_secret(w, passphrase, !test_fast_kdf(), cache)
 }
 
 #[cfg(test)]
@@ -291,12 +288,12 @@ fn unwrap_secret(
             "wrapped key has the wrong length",
         ));
     }
-    // The costs are checked first on both paths: a cached KEK never opens a key this build
-    // would refuse to derive one for.
-    check_kdf(&w.kdf, floor)?;
     let Some(ttl) = cache else {
         return open_wrapped(&*kek(passphrase, &w.kdf, floor)?, &blob);
     };
+    // `kek` checks the costs; a cached KEK must not open a key this build would refuse to
+    // derive one for either.
+    check_kdf(&w.kdf, floor)?;
     let name = key_cache::entry_name(w, passphrase);
     if let Some(k) = key_cache::lookup(&name, ttl) {
         if let Ok(secret) = open_wrapped(&k, &blob) {
@@ -334,9 +331,9 @@ mod tests {
             ids: None,
         };
         let w = wrap(&secret, b"secret").unwrap();
-        assert_eq!(*unwrap(&w, b"secret").unwrap().master, master);
+        assert_eq!(*unwrap(&w, b"secret", None).unwrap().master, master);
         assert!(matches!(
-            unwrap(&w, b"wrong"),
+            unwrap(&w, b"wrong", None),
             Err(RepoError::WrongPassphrase)
         ));
     }

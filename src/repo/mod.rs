@@ -243,10 +243,7 @@ impl Repository {
                     _ => creds.key_file(&config.id)?,
                 };
                 let pass = creds.passphrase()?;
-                let secret = match creds.key_cache() {
-                    Some(ttl) => key::unwrap_cached(&wrapped, pass.as_bytes(), ttl)?,
-                    None => key::unwrap(&wrapped, pass.as_bytes())?,
-                };
+                let secret = key::unwrap(&wrapped, pass.as_bytes(), creds.key_cache())?;
                 Crypto::encrypted(secret.keys())
             }
         };
